@@ -1,0 +1,3 @@
+fn main() {
+    ect_torch_link::emit();
+}

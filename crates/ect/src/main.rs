@@ -1,0 +1,29 @@
+//! `ect`: the command-line tool of the ECT workspace (Easy Consistency Tuning, ICLR 2025).
+//!
+//! Each subcommand lives in its own module; `main` only parses and dispatches.
+
+mod cuda_driver;
+mod info;
+
+use clap::{Parser, Subcommand};
+
+/// Easy Consistency Tuning: turn a pretrained diffusion model into a 1- or 2-step generator.
+#[derive(Debug, Parser)]
+#[command(name = "ect", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print the libtorch version, CPU threads and CUDA devices: the first check of a setup.
+    Info(info::InfoArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Info(args) => info::run(&args),
+    }
+}

@@ -1,0 +1,46 @@
+//! `cargo xtask`: reproducible project automation. It never links libtorch: it prepares one (see
+//! [`libtorch`]) and drives `cargo` and the `ect` binary with the environment that finds it.
+
+mod libtorch;
+mod test;
+
+use clap::{Parser, Subcommand};
+
+/// Project automation for the ECT workspace.
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Prepare libtorch (uses $LIBTORCH, else creates .venv with torch 2.11.0) and print where it is.
+    Setup,
+    /// The project's test command: formatting, clippy and every test of the workspace.
+    Test(test::TestArgs),
+    /// Run any cargo command with the libtorch environment, e.g. `cargo xtask cargo run -p ect -- info`.
+    Cargo {
+        /// Arguments passed to cargo as they are.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Setup => {
+            let torch = libtorch::ensure()?;
+            println!("LIBTORCH={}", torch.root.display());
+            println!("libtorch {} ({})", torch.version, torch.source);
+            Ok(())
+        }
+        Command::Test(args) => test::run(&args),
+        Command::Cargo { args } => {
+            let torch = libtorch::ensure()?;
+            libtorch::run_cargo(&torch, &args)
+        }
+    }
+}

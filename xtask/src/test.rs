@@ -1,0 +1,38 @@
+//! `cargo xtask test`: the README's test command, and exactly what CI runs.
+
+use crate::libtorch;
+use anyhow::Context;
+
+/// Options of `cargo xtask test`.
+#[derive(Debug, clap::Args)]
+pub struct TestArgs {
+    /// Skip `cargo fmt --check` and `cargo clippy` (tests only).
+    #[arg(long)]
+    pub no_lint: bool,
+    /// Extra arguments for `cargo test` (after the workspace selection), e.g. `-- --ignored`.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub cargo_test_args: Vec<String>,
+}
+
+/// Bootstraps libtorch, then runs `cargo fmt --check`, `cargo clippy -D warnings` and every test.
+pub fn run(args: &TestArgs) -> anyhow::Result<()> {
+    let torch = libtorch::ensure().context("preparing libtorch")?;
+    eprintln!("xtask: libtorch {} at {} ({})", torch.version, torch.root.display(), torch.source);
+    let started = std::time::Instant::now();
+    if !args.no_lint {
+        step(&torch, &["fmt", "--all", "--", "--check"])?;
+        step(&torch, &["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"])?;
+    }
+    let mut test_args: Vec<String> =
+        ["test", "--workspace", "--locked"].iter().map(|s| s.to_string()).collect();
+    test_args.extend(args.cargo_test_args.iter().cloned());
+    libtorch::run_cargo(&torch, &test_args)?;
+    eprintln!("xtask: all checks passed in {:.0} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn step(torch: &libtorch::Libtorch, args: &[&str]) -> anyhow::Result<()> {
+    eprintln!("xtask: cargo {}", args.join(" "));
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    libtorch::run_cargo(torch, &args)
+}
