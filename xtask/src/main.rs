@@ -1,6 +1,7 @@
 //! `cargo xtask`: reproducible project automation. It never links libtorch: it prepares one (see
 //! [`libtorch`]) and drives `cargo` and the `ect` binary with the environment that finds it.
 
+mod ect_bin;
 mod libtorch;
 mod test;
 
@@ -20,6 +21,12 @@ enum Command {
     Setup,
     /// The project's test command: formatting, clippy and every test of the workspace.
     Test(test::TestArgs),
+    /// Build the `ect` binary (release) and run it with these arguments, e.g. `cargo xtask ect info`.
+    Ect {
+        /// Arguments passed to `ect` as they are.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Run any cargo command with the libtorch environment, e.g. `cargo xtask cargo run -p ect -- info`.
     Cargo {
         /// Arguments passed to cargo as they are.
@@ -38,6 +45,11 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Test(args) => test::run(&args),
+        Command::Ect { args } => {
+            let torch = libtorch::ensure()?;
+            let ect = ect_bin::build(&torch)?;
+            ect_bin::run(&ect, &args)
+        }
         Command::Cargo { args } => {
             let torch = libtorch::ensure()?;
             libtorch::run_cargo(&torch, &args)
