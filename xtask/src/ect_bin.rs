@@ -8,7 +8,9 @@ use std::process::Command;
 /// Builds `ect` in release mode with the libtorch environment and returns the binary's path.
 pub fn build(torch: &Libtorch) -> anyhow::Result<PathBuf> {
     eprintln!("xtask: building ect (release)");
-    let args: Vec<String> = ["build", "--release", "--package", "ect", "--bin", "ect"].map(String::from).to_vec();
+    let args: Vec<String> = ["build", "--release", "--package", "ect", "--bin", "ect"]
+        .map(String::from)
+        .to_vec();
     libtorch::run_cargo(torch, &args)?;
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
@@ -22,7 +24,10 @@ pub fn build(torch: &Libtorch) -> anyhow::Result<PathBuf> {
 
 /// Runs the `ect` binary and fails when it fails.
 pub fn run(bin: &PathBuf, args: &[String]) -> anyhow::Result<()> {
-    let status = Command::new(bin).args(args).status().with_context(|| format!("running {}", bin.display()))?;
+    let status = Command::new(bin)
+        .args(args)
+        .status()
+        .with_context(|| format!("running {}", bin.display()))?;
     if !status.success() {
         bail!("ect {} failed ({status})", args.join(" "));
     }

@@ -28,7 +28,10 @@ pub struct Libtorch {
 
 /// The workspace root (the parent of `xtask/`).
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives inside the workspace").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives inside the workspace")
+        .to_path_buf()
 }
 
 /// Finds or installs libtorch, see the module docs.
@@ -58,7 +61,11 @@ fn from_user_libtorch(root: PathBuf) -> anyhow::Result<Libtorch> {
             root.display()
         );
     }
-    Ok(Libtorch { root, version, source: "$LIBTORCH" })
+    Ok(Libtorch {
+        root,
+        version,
+        source: "$LIBTORCH",
+    })
 }
 
 /// Reads `build-version` (standalone libtorch) or `version.py` (PyTorch install).
@@ -69,7 +76,10 @@ fn read_version(root: &Path) -> Option<String> {
     }
     let text = std::fs::read_to_string(root.join("version.py")).ok()?;
     text.lines().find_map(|line| {
-        let value = line.strip_prefix("__version__")?.trim_start().strip_prefix('=')?;
+        let value = line
+            .strip_prefix("__version__")?
+            .trim_start()
+            .strip_prefix('=')?;
         Some(strip(value.trim().trim_matches(|c| c == '\'' || c == '"')))
     })
 }
@@ -108,7 +118,14 @@ fn ensure_venv(venv: &Path) -> anyhow::Result<Libtorch> {
         venv.display()
     );
     let status = Command::new(&python)
-        .args(["-m", "pip", "install", "--progress-bar", "on", &format!("torch=={TORCH_VERSION}")])
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--progress-bar",
+            "on",
+            &format!("torch=={TORCH_VERSION}"),
+        ])
         .status()
         .context("running pip")?;
     if !status.success() {
@@ -120,14 +137,20 @@ fn ensure_venv(venv: &Path) -> anyhow::Result<Libtorch> {
         );
     }
     probe_torch(&python)?.with_context(|| {
-        format!("torch was installed into {} but cannot be imported", venv.display())
+        format!(
+            "torch was installed into {} but cannot be imported",
+            venv.display()
+        )
     })
 }
 
 /// Asks the venv's python for torch's version and folder; `None` when torch is not installed.
 fn probe_torch(python: &Path) -> anyhow::Result<Option<Libtorch>> {
     let out = Command::new(python)
-        .args(["-c", "import os, torch; print(torch.__version__); print(os.path.dirname(torch.__file__))"])
+        .args([
+            "-c",
+            "import os, torch; print(torch.__version__); print(os.path.dirname(torch.__file__))",
+        ])
         .output()
         .with_context(|| format!("running {}", python.display()))?;
     if !out.status.success() {
@@ -135,7 +158,13 @@ fn probe_torch(python: &Path) -> anyhow::Result<Option<Libtorch>> {
     }
     let text = String::from_utf8_lossy(&out.stdout);
     let mut lines = text.lines();
-    let version = lines.next().unwrap_or_default().split('+').next().unwrap_or_default().to_owned();
+    let version = lines
+        .next()
+        .unwrap_or_default()
+        .split('+')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
     let root = PathBuf::from(lines.next().unwrap_or_default());
     if version != TORCH_VERSION {
         bail!(
@@ -145,7 +174,11 @@ fn probe_torch(python: &Path) -> anyhow::Result<Option<Libtorch>> {
             python.display()
         );
     }
-    Ok(Some(Libtorch { root, version, source: ".venv" }))
+    Ok(Some(Libtorch {
+        root,
+        version,
+        source: ".venv",
+    }))
 }
 
 /// A `cargo` command with the environment under which `torch-sys` builds against `torch`.
@@ -161,7 +194,10 @@ pub fn cargo_command(torch: &Libtorch) -> Command {
 
 /// Runs `cargo args...` with the libtorch environment and fails when it fails.
 pub fn run_cargo(torch: &Libtorch, args: &[String]) -> anyhow::Result<()> {
-    let status = cargo_command(torch).args(args).status().context("running cargo")?;
+    let status = cargo_command(torch)
+        .args(args)
+        .status()
+        .context("running cargo")?;
     if !status.success() {
         bail!("cargo {} failed ({status})", args.join(" "));
     }
@@ -176,7 +212,11 @@ mod tests {
     fn version_from_version_py_drops_local_suffix() {
         let dir = std::env::temp_dir().join(format!("xtask-ver-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("version.py"), "__version__ = '2.11.0+cu130'\ndebug = False\n").unwrap();
+        std::fs::write(
+            dir.join("version.py"),
+            "__version__ = '2.11.0+cu130'\ndebug = False\n",
+        )
+        .unwrap();
         assert_eq!(read_version(&dir).as_deref(), Some("2.11.0"));
         std::fs::write(dir.join("build-version"), "2.10.1+cpu\n").unwrap();
         assert_eq!(read_version(&dir).as_deref(), Some("2.10.1"));
@@ -187,6 +227,9 @@ mod tests {
     fn user_libtorch_without_lib_folder_is_refused_with_a_hint() {
         let err = from_user_libtorch(PathBuf::from("/nonexistent/libtorch")).unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains("/nonexistent/libtorch") && msg.contains("lib/"), "{msg}");
+        assert!(
+            msg.contains("/nonexistent/libtorch") && msg.contains("lib/"),
+            "{msg}"
+        );
     }
 }

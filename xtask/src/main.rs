@@ -3,6 +3,10 @@
 
 mod ect_bin;
 mod libtorch;
+#[allow(dead_code)] // used by the experiment commands
+mod plot;
+#[allow(dead_code)] // used by the scaling sweep
+mod powerlaw;
 mod test;
 
 use clap::{Parser, Subcommand};

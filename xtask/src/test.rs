@@ -17,17 +17,38 @@ pub struct TestArgs {
 /// Bootstraps libtorch, then runs `cargo fmt --check`, `cargo clippy -D warnings` and every test.
 pub fn run(args: &TestArgs) -> anyhow::Result<()> {
     let torch = libtorch::ensure().context("preparing libtorch")?;
-    eprintln!("xtask: libtorch {} at {} ({})", torch.version, torch.root.display(), torch.source);
+    eprintln!(
+        "xtask: libtorch {} at {} ({})",
+        torch.version,
+        torch.root.display(),
+        torch.source
+    );
     let started = std::time::Instant::now();
     if !args.no_lint {
         step(&torch, &["fmt", "--all", "--", "--check"])?;
-        step(&torch, &["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"])?;
+        step(
+            &torch,
+            &[
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--locked",
+                "--",
+                "-D",
+                "warnings",
+            ],
+        )?;
     }
-    let mut test_args: Vec<String> =
-        ["test", "--workspace", "--locked"].iter().map(|s| s.to_string()).collect();
+    let mut test_args: Vec<String> = ["test", "--workspace", "--locked"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     test_args.extend(args.cargo_test_args.iter().cloned());
     libtorch::run_cargo(&torch, &test_args)?;
-    eprintln!("xtask: all checks passed in {:.0} s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "xtask: all checks passed in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
