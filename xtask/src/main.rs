@@ -1,6 +1,7 @@
 //! `cargo xtask`: reproducible project automation. It never links libtorch: it prepares one (see
 //! [`libtorch`]) and drives `cargo` and the `ect` binary with the environment that finds it.
 
+mod bench;
 mod ect_bin;
 mod libtorch;
 #[allow(dead_code)] // used by the experiment commands
@@ -31,6 +32,8 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Run the criterion benchmarks of the crates (all by default) and print one table.
+    Bench(bench::BenchArgs),
     /// Run any cargo command with the libtorch environment, e.g. `cargo xtask cargo run -p ect -- info`.
     Cargo {
         /// Arguments passed to cargo as they are.
@@ -49,6 +52,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Test(args) => test::run(&args),
+        Command::Bench(args) => bench::run(&args),
         Command::Ect { args } => {
             let torch = libtorch::ensure()?;
             let ect = ect_bin::build(&torch)?;
