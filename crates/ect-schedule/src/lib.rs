@@ -13,6 +13,9 @@
 //! | [`weighting`] | `1/(t-r)`, snrpk, uniform, EDM `lambda`; adaptive pseudo-Huber loss | 3, 8 |
 //! | [`precond`] | `c_skip, c_out, c_in, c_noise` (ECM train/eval, EDM, EDM2) | 2 |
 //! | [`sampling`] | 1-step/2-step/custom consistency grids, Karras times, Heun NFE | 5 |
+//! | [`ema`] | EMA beta: constant, EDM half-life with ramp-up, EDM2 power function | 6 |
+//! | [`ict`] | iCT curriculum `N(k)`, index probabilities, step weights, pseudo-Huber `c` | 7 |
+//! | [`special`] | `erf`/`erfc` (no math-library dependency) | 7 |
 //!
 //! Where the paper and the authors' code differ, this crate follows the code and says so.
 //!
@@ -48,7 +51,9 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod ema;
 pub mod error;
+pub mod ict;
 pub mod mapping;
 pub mod noise;
 pub mod precond;

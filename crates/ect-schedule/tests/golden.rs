@@ -209,3 +209,90 @@ fn precond_train_and_eval() {
     train.report();
     eval.report();
 }
+
+#[test]
+fn karras_times_and_nfe() {
+    use ect_schedule::sampling::{heun_nfe, karras_sigmas, KarrasConfig};
+    let fx = fixture();
+    let mut w = Worst::new("karras");
+    let mut ns = Vec::new();
+    for case in fx["karras"]["cases"].as_array().unwrap() {
+        let n = usize::try_from(case["N"].as_u64().unwrap()).unwrap();
+        let (smin, smax, rho) = (
+            f(&case["sigma_min"]),
+            f(&case["sigma_max"]),
+            f(&case["rho"]),
+        );
+        let want = fs(&case["sigmas"]);
+        let got = karras_sigmas(n, smin, smax, rho);
+        assert_eq!(
+            got.len(),
+            want.len(),
+            "N {n}: the fixture includes the trailing 0"
+        );
+        for (i, (g, wv)) in got.iter().zip(&want).enumerate() {
+            w.check(*g, *wv, &format!("N {n} i {i}"));
+        }
+        let cfg = KarrasConfig {
+            num_steps: n,
+            sigma_min: smin,
+            sigma_max: smax,
+            rho,
+        };
+        assert_eq!(cfg.sigmas().unwrap(), got);
+        ns.push(n);
+    }
+    assert_eq!(ns, vec![2, 5, 18]);
+    assert_eq!(heun_nfe(18), 35);
+    w.report();
+}
+
+#[test]
+fn few_step_grids() {
+    use ect_schedule::sampling::{
+        few_step, one_step, two_step, GridSpec, CIFAR_TWO_STEP_MID, IMAGENET_TWO_STEP_MID,
+    };
+    let fx = fixture();
+    let fs_ = &fx["few_step"];
+    let mut w = Worst::new("few_step");
+    let cases = [
+        (one_step(), &fs_["one_step"]),
+        (two_step(CIFAR_TWO_STEP_MID), &fs_["two_step_cifar"]),
+        (two_step(IMAGENET_TWO_STEP_MID), &fs_["two_step_imagenet"]),
+        (
+            GridSpec::cifar_two_step().grid().unwrap().into_vec(),
+            &fs_["two_step_cifar"],
+        ),
+        (few_step(80.0, &[1.526]).unwrap(), &fs_["two_step_imagenet"]),
+    ];
+    for (got, want) in cases {
+        let want = fs(want);
+        assert_eq!(got.len(), want.len());
+        for (g, wv) in got.iter().zip(&want) {
+            w.check(*g, *wv, "few-step time");
+        }
+    }
+    w.report();
+}
+
+#[test]
+fn ict_curriculum_steps() {
+    use ect_schedule::ict::{discretization_steps, IctConfig, ICT_S0, ICT_S1};
+    let fx = fixture();
+    let ict = &fx["ict_curriculum"];
+    let total = ict["K"].as_u64().unwrap();
+    let cfg = IctConfig {
+        total_iters: total,
+        ..IctConfig::default()
+    };
+    let mut w = Worst::new("ict_curriculum");
+    for case in ict["cases"].as_array().unwrap() {
+        let (k, n) = (case["k"].as_u64().unwrap(), case["N"].as_u64().unwrap());
+        let got = discretization_steps(k, total, ICT_S0, ICT_S1);
+        assert_eq!(got, n, "N({k})");
+        assert_eq!(cfg.discretization_steps(k), n);
+        assert_eq!(cfg.sigmas(k).len() as u64, n);
+        w.check(got as f64, n as f64, &format!("N({k})"));
+    }
+    w.report();
+}
