@@ -31,16 +31,17 @@ pub fn stage_length(total_k: u64, s0: u64, s1: u64) -> u64 {
 /// `N(k) = min(s0 2^floor(k/K'), s1) + 1` at iteration `k` of `total_k`.
 pub fn discretization_steps(k: u64, total_k: u64, s0: u64, s1: u64) -> u64 {
     let kp = stage_length(total_k, s0, s1);
-    let n = if kp == 0 {
-        s1
-    } else {
-        let doublings = k / kp;
-        let scaled = u32::try_from(doublings)
-            .ok()
-            .and_then(|d| 1u64.checked_shl(d).filter(|_| d < 64))
-            .and_then(|p| s0.checked_mul(p))
-            .unwrap_or(u64::MAX);
-        scaled.min(s1)
+    // K' = 0 (a run too short for the doublings) means N is at s1 from the start.
+    let n = match k.checked_div(kp) {
+        None => s1,
+        Some(doublings) => {
+            let scaled = u32::try_from(doublings)
+                .ok()
+                .filter(|&d| d < 64)
+                .and_then(|d| s0.checked_mul(1u64 << d))
+                .unwrap_or(u64::MAX);
+            scaled.min(s1)
+        }
     };
     n.saturating_add(1)
 }
