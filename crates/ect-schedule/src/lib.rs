@@ -15,6 +15,7 @@
 //! | [`sampling`] | 1-step/2-step/custom consistency grids, Karras times, Heun NFE | 5 |
 //! | [`ema`] | EMA beta: constant, EDM half-life with ramp-up, EDM2 power function | 6 |
 //! | [`ict`] | iCT curriculum `N(k)`, index probabilities, step weights, pseudo-Huber `c` | 7 |
+//! | [`recipe`] | [`EctLossConfig`](recipe::EctLossConfig): the loss schedule with CIFAR-10 / 1-hour / ImageNet presets | 3, 4, 6 |
 //! | [`special`] | `erf`/`erfc` (no math-library dependency) | 7 |
 //!
 //! Where the paper and the authors' code differ, this crate follows the code and says so.
@@ -47,6 +48,28 @@
 //! // Evaluation-mode ECM preconditioning is the identity at sigma_min.
 //! let c = precond::ecm_eval(0.003, SIGMA_DATA, 0.003);
 //! assert_eq!((c.c_skip, c.c_out), (1.0, 0.0));
+//!
+//! // Sampling grids: 2-step consistency sampling, and the teacher's Heun sampler on Karras times.
+//! use ect_schedule::sampling::{self, TimeGrid};
+//! assert_eq!(sampling::two_step(sampling::CIFAR_TWO_STEP_MID), vec![80.0, 0.821, 0.0]);
+//! let karras = sampling::karras_sigmas(18, 0.002, 80.0, 7.0); // 18 times and the final 0
+//! assert_eq!((karras.len(), sampling::heun_nfe(18)), (19, 35));
+//! assert!(TimeGrid::new(vec![80.0, 0.0, 0.5]).is_err()); // not decreasing to 0
+//!
+//! // EMA: EDM2's power function with sigma_rel = 0.05 at step 1000.
+//! use ect_schedule::ema;
+//! let gamma = ema::power_function_exponent(0.05);
+//! assert!((gamma - 16.9722).abs() < 1e-4);
+//! let beta = ema::power_function_beta(1000, gamma);
+//! assert!(0.98 < beta && beta < 0.99);
+//!
+//! // iCT baseline: N(k), pair probabilities, pseudo-Huber c for CIFAR-10.
+//! use ect_schedule::ict::{self, IctConfig};
+//! let ict = IctConfig::default();
+//! assert_eq!(ict.discretization_steps(100_000), 41);
+//! let p = ict.probabilities(100_000)?;
+//! assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+//! assert!((ict::pseudo_huber_c(3 * 32 * 32) - 0.0299).abs() < 1e-4);
 //! # Ok::<(), ect_schedule::ScheduleError>(())
 //! ```
 #![forbid(unsafe_code)]
@@ -57,6 +80,7 @@ pub mod ict;
 pub mod mapping;
 pub mod noise;
 pub mod precond;
+pub mod recipe;
 pub mod sampling;
 pub mod special;
 pub mod stage;
