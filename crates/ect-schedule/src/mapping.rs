@@ -21,11 +21,21 @@ pub enum Mapping {
     /// `n(t) = 1 + k sigmoid(-b t)`: smaller `dt` at small `t`, larger near `t = 0`.
     #[serde(alias = "Sigmoid")]
     Sigmoid {
-        /// Height of the sigmoid bump (`k`, 8 in the reference).
+        /// Height of the sigmoid bump (`k`, 8 in the reference and when omitted).
+        #[serde(default = "default_k")]
         k: f64,
-        /// Inverse width of the bump (`b`, 1 in the reference).
+        /// Inverse width of the bump (`b`, 1 in the reference and when omitted).
+        #[serde(default = "default_b")]
         b: f64,
     },
+}
+
+fn default_k() -> f64 {
+    8.0
+}
+
+fn default_b() -> f64 {
+    1.0
 }
 
 impl Default for Mapping {
@@ -133,6 +143,9 @@ mod tests {
         let c: Mapping = serde_json::from_str(r#"{"kind":"Const"}"#).unwrap();
         assert_eq!(c, Mapping::Const);
         assert!(serde_json::from_str::<Mapping>(r#"{"kind":"linear"}"#).is_err());
+        let s: Mapping = serde_json::from_str(r#"{"kind":"sigmoid","b":2.0}"#).unwrap();
+        assert_eq!(s, Mapping::Sigmoid { k: 8.0, b: 2.0 });
+        assert!(serde_json::from_str::<Mapping>(r#"{"kind":"sigmoid","kk":2.0}"#).is_err());
     }
 
     #[test]
