@@ -39,7 +39,7 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
             ],
         )?;
     }
-    let mut test_args: Vec<String> = ["test", "--workspace", "--locked"]
+    let mut test_args: Vec<String> = ["test", "--workspace"]
         .iter()
         .map(|s| s.to_string())
         .collect();
