@@ -32,7 +32,6 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
                 "clippy",
                 "--workspace",
                 "--all-targets",
-                "--locked",
                 "--",
                 "-D",
                 "warnings",
