@@ -1,0 +1,158 @@
+//! Datasets for Easy Consistency Tuning without torch: the crate yields `u8` images (C,H,W) and class
+//! labels; the trainer turns batches into tensors.
+//!
+//! Formats, each read as the real files are laid out:
+//! - IDX (MNIST, Fashion-MNIST, EMNIST), gzipped or not: [`idx`].
+//!
+//! [`open`] picks the reader from a [`DatasetSpec`]; [`stats::dataset_stats`] summarizes any dataset.
+
+pub mod dataset;
+pub mod error;
+pub mod fmnist;
+pub mod idx;
+pub mod pickle;
+pub mod stats;
+mod util;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+pub use dataset::{Dataset, InMemoryDataset};
+pub use error::{DataError, Result};
+
+/// Which part of a dataset to read.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Split {
+    /// The training images (CIFAR `data_batch_*`/`train`, IDX `train-*`, ImageNet `train/`).
+    #[default]
+    Train,
+    /// The held-out images (CIFAR `test_batch`/`test`, IDX `t10k-*`, ImageNet `val/`).
+    Test,
+}
+
+impl Split {
+    /// The IDX file prefix of the split.
+    pub(crate) fn idx_prefix(self) -> &'static str {
+        match self {
+            Split::Train => "train",
+            Split::Test => "t10k",
+        }
+    }
+}
+
+impl fmt::Display for Split {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Split::Train => "train",
+            Split::Test => "test",
+        })
+    }
+}
+
+impl std::str::FromStr for Split {
+    type Err = DataError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "train" => Ok(Split::Train),
+            "test" | "val" => Ok(Split::Test),
+            other => Err(DataError::Config {
+                field: "split",
+                msg: format!("{other:?} (expected train or test)"),
+            }),
+        }
+    }
+}
+
+/// How the files at a path are laid out.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Format {
+    /// Decide from the path (see [`detect`]).
+    #[default]
+    Auto,
+    /// IDX files (MNIST, Fashion-MNIST, EMNIST): a folder or an images file.
+    Idx,
+}
+
+impl std::str::FromStr for Format {
+    type Err = DataError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().replace('_', "-").as_str() {
+            "auto" => Ok(Format::Auto),
+            "idx" | "mnist" => Ok(Format::Idx),
+            other => Err(DataError::Config {
+                field: "format",
+                msg: format!("unknown dataset format {other:?}"),
+            }),
+        }
+    }
+}
+
+/// What to open: a path, its format and split.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DatasetSpec {
+    /// File or folder.
+    pub path: PathBuf,
+    /// Layout of the files ([`Format::Auto`] detects it).
+    #[serde(default)]
+    pub format: Format,
+    /// Which split.
+    #[serde(default)]
+    pub split: Split,
+    /// Fail unless the dataset has class labels.
+    #[serde(default)]
+    pub require_labels: bool,
+}
+
+impl DatasetSpec {
+    /// The training split of `path`, format detected, labels optional.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        DatasetSpec {
+            path: path.into(),
+            format: Format::Auto,
+            split: Split::Train,
+            require_labels: false,
+        }
+    }
+}
+
+/// Decides the format of `path` from its names (and, for `.tar.gz`, the first member's name).
+pub fn detect(path: &Path) -> Result<Format> {
+    let meta = std::fs::metadata(path).map_err(|e| DataError::io(path, e))?;
+    if meta.is_dir() {
+        if idx::find_images(path, Split::Train).is_ok()
+            || idx::find_images(path, Split::Test).is_ok()
+        {
+            return Ok(Format::Idx);
+        }
+    } else if idx::looks_like_idx(path) {
+        return Ok(Format::Idx);
+    }
+    Err(DataError::format(
+        path,
+        "cannot tell the dataset format from the path; pass the format explicitly",
+    ))
+}
+
+/// Opens the dataset a spec describes.
+pub fn open(spec: &DatasetSpec) -> Result<Box<dyn Dataset>> {
+    let format = match spec.format {
+        Format::Auto => detect(&spec.path)?,
+        f => f,
+    };
+    let ds: Box<dyn Dataset> = match format {
+        Format::Auto => unreachable!("detect never returns Auto"),
+        Format::Idx => Box::new(idx::open(&spec.path, spec.split)?),
+    };
+    if spec.require_labels && ds.label_dim() == 0 {
+        return Err(DataError::NoLabels {
+            path: spec.path.clone(),
+        });
+    }
+    Ok(ds)
+}
