@@ -10,7 +10,9 @@ pub mod dataset;
 pub mod error;
 pub mod fmnist;
 pub mod idx;
+pub mod loader;
 pub mod pickle;
+pub mod sampler;
 pub mod stats;
 mod util;
 

@@ -1,0 +1,336 @@
+//! The infinite, seeded, prefetching loader: a producer thread decodes whole batches in parallel on its
+//! own rayon pool and queues up to `prefetch` of them in a bounded channel, so memory stays at most
+//! `prefetch + 2` batches plus the optional cache. The order comes from [`crate::sampler`], so batches
+//! are the same whatever the thread count, and `start_images_seen` resumes on the exact next batch.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, Receiver};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::dataset::Dataset;
+use crate::error::{DataError, Result};
+use crate::sampler::Sampler;
+
+/// How the loader draws and prepares batches.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LoaderConfig {
+    /// Images per batch.
+    pub batch_size: usize,
+    /// Seed of the shuffles and flips.
+    pub seed: u64,
+    /// Mirror images left-right with probability 1/2 (drawn from the seeded stream).
+    pub xflip: bool,
+    /// Batches decoded ahead of the consumer.
+    pub prefetch: usize,
+    /// Keep every decoded image in memory (worth it for archives of PNG/JPEG).
+    pub cache: bool,
+    /// Images already consumed by an earlier run: the first batch starts at this stream position.
+    pub start_images_seen: u64,
+    /// Decoding threads; 0 means one per core.
+    pub threads: usize,
+}
+
+impl Default for LoaderConfig {
+    fn default() -> Self {
+        LoaderConfig {
+            batch_size: 64,
+            seed: 0,
+            xflip: false,
+            prefetch: 4,
+            cache: false,
+            start_images_seen: 0,
+            threads: 0,
+        }
+    }
+}
+
+/// One batch of images and labels.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Batch {
+    /// Pixels, N,C,H,W.
+    pub images: Vec<u8>,
+    /// Class label per image (empty when the dataset is unlabeled).
+    pub labels: Vec<u32>,
+    /// Dataset index of each image.
+    pub indices: Vec<u64>,
+    /// Whether each image was mirrored.
+    pub flipped: Vec<bool>,
+    /// Stream position of the first image (images seen before this batch).
+    pub first_image: u64,
+    /// Images in the batch.
+    pub n: usize,
+    /// Channels.
+    pub c: usize,
+    /// Height.
+    pub h: usize,
+    /// Width.
+    pub w: usize,
+    /// Number of classes (0 when unlabeled).
+    pub label_dim: usize,
+}
+
+impl Batch {
+    /// The pixels of image `k` of the batch, C,H,W.
+    pub fn image(&self, k: usize) -> &[u8] {
+        let size = self.c * self.h * self.w;
+        &self.images[k * size..(k + 1) * size]
+    }
+
+    /// Labels as one-hot rows, N x `label_dim` (empty when unlabeled).
+    pub fn one_hot(&self) -> Vec<f32> {
+        let mut out = vec![0f32; self.labels.len() * self.label_dim];
+        for (k, &l) in self.labels.iter().enumerate() {
+            out[k * self.label_dim + l as usize] = 1.0;
+        }
+        out
+    }
+}
+
+/// Throughput and waiting of a loader so far.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct LoaderStats {
+    /// Images handed to the consumer.
+    pub images: u64,
+    /// Batches handed to the consumer.
+    pub batches: u64,
+    /// Seconds since the loader started.
+    pub elapsed_secs: f64,
+    /// Images handed out per second of elapsed time.
+    pub images_per_sec: f64,
+    /// Seconds the consumer spent blocked in [`Loader::next_batch`].
+    pub consumer_wait_secs: f64,
+    /// Seconds the producer spent decoding batches (excludes waiting for queue space).
+    pub decode_secs: f64,
+}
+
+/// Mirrors each row of a C,H,W image.
+pub fn flip_x(image: &mut [u8], w: usize) {
+    for row in image.chunks_mut(w) {
+        row.reverse();
+    }
+}
+
+/// An infinite stream of batches; drop it to stop the producer.
+pub struct Loader {
+    rx: Option<Receiver<Result<Batch>>>,
+    handle: Option<JoinHandle<()>>,
+    failed: bool,
+    images_seen: u64,
+    batches: u64,
+    delivered: u64,
+    started: Instant,
+    wait: Duration,
+    decode_nanos: Arc<AtomicU64>,
+}
+
+struct Producer {
+    ds: Arc<dyn Dataset>,
+    cfg: LoaderConfig,
+    cache: Option<Vec<OnceLock<Box<[u8]>>>>,
+    decode_nanos: Arc<AtomicU64>,
+}
+
+impl Producer {
+    fn make_batch(
+        &self,
+        pool: &rayon::ThreadPool,
+        sampler: &mut Sampler,
+        first: u64,
+    ) -> Result<Batch> {
+        let ds = &*self.ds;
+        let (n, size, w) = (self.cfg.batch_size, ds.image_size(), ds.width());
+        let (indices, flipped): (Vec<u64>, Vec<bool>) = (0..n as u64)
+            .map(|k| {
+                let (i, f) = sampler.at(first + k);
+                (i as u64, f && self.cfg.xflip)
+            })
+            .unzip();
+        let mut images = vec![0u8; n * size];
+        pool.install(|| {
+            images
+                .par_chunks_mut(size)
+                .zip(indices.par_iter().zip(flipped.par_iter()))
+                .try_for_each(|(out, (&i, &f))| {
+                    let i = i as usize;
+                    match &self.cache {
+                        Some(cache) => {
+                            let img = match cache[i].get() {
+                                Some(img) => img,
+                                None => {
+                                    let img = ds.image(i)?.into_boxed_slice();
+                                    cache[i].get_or_init(|| img)
+                                }
+                            };
+                            out.copy_from_slice(img);
+                        }
+                        None => ds.image_into(i, out)?,
+                    }
+                    if f {
+                        flip_x(out, w);
+                    }
+                    Ok::<(), DataError>(())
+                })
+        })?;
+        let labels = if ds.label_dim() > 0 {
+            indices
+                .iter()
+                .map(|&i| ds.label(i as usize).unwrap_or(0))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Ok(Batch {
+            images,
+            labels,
+            indices,
+            flipped,
+            first_image: first,
+            n,
+            c: ds.channels(),
+            h: ds.height(),
+            w,
+            label_dim: ds.label_dim(),
+        })
+    }
+}
+
+impl Loader {
+    /// Starts the producer for `ds` with `cfg`. Errors on an empty dataset or a zero batch size.
+    pub fn new(ds: Arc<dyn Dataset>, cfg: LoaderConfig) -> Result<Self> {
+        if cfg.batch_size == 0 {
+            return Err(DataError::Config {
+                field: "batch_size",
+                msg: "must be at least 1".into(),
+            });
+        }
+        if ds.is_empty() {
+            return Err(DataError::format(ds.source(), "the dataset has no images"));
+        }
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(cfg.threads)
+            .thread_name(|i| format!("ect-data-decode-{i}"))
+            .build()
+            .map_err(|e| DataError::Config {
+                field: "threads",
+                msg: e.to_string(),
+            })?;
+        let (tx, rx) = bounded(cfg.prefetch);
+        let decode_nanos = Arc::new(AtomicU64::new(0));
+        let cache = cfg
+            .cache
+            .then(|| (0..ds.len()).map(|_| OnceLock::new()).collect());
+        let producer = Producer {
+            ds: ds.clone(),
+            cfg: cfg.clone(),
+            cache,
+            decode_nanos: decode_nanos.clone(),
+        };
+        let start = cfg.start_images_seen;
+        let handle = std::thread::Builder::new()
+            .name("ect-data-loader".into())
+            .spawn(move || {
+                let mut sampler = Sampler::new(producer.ds.len(), producer.cfg.seed);
+                let mut pos = start;
+                loop {
+                    let t = Instant::now();
+                    let batch = producer.make_batch(&pool, &mut sampler, pos);
+                    producer
+                        .decode_nanos
+                        .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                    let failed = batch.is_err();
+                    // A send error means the consumer is gone: stop.
+                    if tx.send(batch).is_err() || failed {
+                        return;
+                    }
+                    pos += producer.cfg.batch_size as u64;
+                }
+            })
+            .map_err(|e| DataError::Config {
+                field: "loader thread",
+                msg: e.to_string(),
+            })?;
+        Ok(Loader {
+            rx: Some(rx),
+            handle: Some(handle),
+            failed: false,
+            images_seen: start,
+            batches: 0,
+            delivered: 0,
+            started: Instant::now(),
+            wait: Duration::ZERO,
+            decode_nanos,
+        })
+    }
+
+    /// The next batch; blocks while the producer is behind. After an error the loader stays failed.
+    pub fn next_batch(&mut self) -> Result<Batch> {
+        let stopped = || DataError::Config {
+            field: "loader",
+            msg: "stopped after an earlier error".into(),
+        };
+        if self.failed {
+            return Err(stopped());
+        }
+        let rx = self.rx.as_ref().ok_or_else(stopped)?;
+        let t = Instant::now();
+        let got = rx.recv();
+        self.wait += t.elapsed();
+        match got {
+            Ok(Ok(batch)) => {
+                self.images_seen += batch.n as u64;
+                self.delivered += batch.n as u64;
+                self.batches += 1;
+                Ok(batch)
+            }
+            Ok(Err(e)) => {
+                self.failed = true;
+                Err(e)
+            }
+            Err(_) => {
+                self.failed = true;
+                Err(DataError::Config {
+                    field: "loader",
+                    msg: "the producer thread stopped unexpectedly".into(),
+                })
+            }
+        }
+    }
+
+    /// Stream position of the next batch: `start_images_seen` plus every image handed out.
+    pub fn images_seen(&self) -> u64 {
+        self.images_seen
+    }
+
+    /// Throughput and waiting so far.
+    pub fn stats(&self) -> LoaderStats {
+        let elapsed = self.started.elapsed().as_secs_f64();
+        LoaderStats {
+            images: self.delivered,
+            batches: self.batches,
+            elapsed_secs: elapsed,
+            images_per_sec: if elapsed > 0.0 {
+                self.delivered as f64 / elapsed
+            } else {
+                0.0
+            },
+            consumer_wait_secs: self.wait.as_secs_f64(),
+            decode_secs: self.decode_nanos.load(Ordering::Relaxed) as f64 * 1e-9,
+        }
+    }
+}
+
+impl Drop for Loader {
+    fn drop(&mut self) {
+        // Closing the channel first makes a producer blocked on a full queue return.
+        self.rx.take();
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
