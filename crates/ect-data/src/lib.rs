@@ -3,10 +3,15 @@
 //!
 //! Formats, each read as the real files are laid out:
 //! - IDX (MNIST, Fashion-MNIST, EMNIST), gzipped or not: [`idx`].
+//! - CIFAR-10/100, python and binary versions, `.tar.gz` or folder: [`cifar`].
+//! - EDM/StyleGAN dataset archives, `.zip` or folder of PNG/JPEG with `dataset.json`: [`edm`].
 //!
 //! [`open`] picks the reader from a [`DatasetSpec`]; [`stats::dataset_stats`] summarizes any dataset.
 
+pub mod cifar;
 pub mod dataset;
+pub mod decode;
+pub mod edm;
 pub mod error;
 pub mod fmnist;
 pub mod idx;
@@ -79,6 +84,12 @@ pub enum Format {
     Auto,
     /// IDX files (MNIST, Fashion-MNIST, EMNIST): a folder or an images file.
     Idx,
+    /// CIFAR-10/100 python version: `.tar.gz` or extracted folder.
+    CifarPython,
+    /// CIFAR-10/100 binary version: `.tar.gz` or extracted folder.
+    CifarBinary,
+    /// EDM/StyleGAN dataset: `.zip` or folder of PNG/JPEG with optional `dataset.json`.
+    EdmArchive,
 }
 
 impl std::str::FromStr for Format {
@@ -87,6 +98,9 @@ impl std::str::FromStr for Format {
         match s.to_ascii_lowercase().replace('_', "-").as_str() {
             "auto" => Ok(Format::Auto),
             "idx" | "mnist" => Ok(Format::Idx),
+            "cifar-python" | "cifar" => Ok(Format::CifarPython),
+            "cifar-binary" => Ok(Format::CifarBinary),
+            "edm" | "edm-archive" | "zip" | "folder" => Ok(Format::EdmArchive),
             other => Err(DataError::Config {
                 field: "format",
                 msg: format!("unknown dataset format {other:?}"),
@@ -127,13 +141,33 @@ impl DatasetSpec {
 pub fn detect(path: &Path) -> Result<Format> {
     let meta = std::fs::metadata(path).map_err(|e| DataError::io(path, e))?;
     if meta.is_dir() {
+        if let Some(binary) = cifar::detect_dir(path) {
+            return Ok(if binary {
+                Format::CifarBinary
+            } else {
+                Format::CifarPython
+            });
+        }
         if idx::find_images(path, Split::Train).is_ok()
             || idx::find_images(path, Split::Test).is_ok()
         {
             return Ok(Format::Idx);
         }
+    } else if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("zip"))
+    {
+        return Ok(Format::EdmArchive);
     } else if idx::looks_like_idx(path) {
         return Ok(Format::Idx);
+    } else if is_tar_name(path) {
+        if let Some(binary) = cifar::detect_tar(path) {
+            return Ok(if binary {
+                Format::CifarBinary
+            } else {
+                Format::CifarPython
+            });
+        }
     }
     Err(DataError::format(
         path,
@@ -150,6 +184,9 @@ pub fn open(spec: &DatasetSpec) -> Result<Box<dyn Dataset>> {
     let ds: Box<dyn Dataset> = match format {
         Format::Auto => unreachable!("detect never returns Auto"),
         Format::Idx => Box::new(idx::open(&spec.path, spec.split)?),
+        Format::CifarPython => Box::new(cifar::open_python(&spec.path, spec.split)?),
+        Format::CifarBinary => Box::new(cifar::open_binary(&spec.path, spec.split)?),
+        Format::EdmArchive => Box::new(edm::EdmArchive::open(&spec.path)?),
     };
     if spec.require_labels && ds.label_dim() == 0 {
         return Err(DataError::NoLabels {
@@ -157,4 +194,13 @@ pub fn open(spec: &DatasetSpec) -> Result<Box<dyn Dataset>> {
         });
     }
     Ok(ds)
+}
+
+/// Whether the file name ends like a tar archive.
+fn is_tar_name(path: &Path) -> bool {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+    name.ends_with(".tar.gz") || name.ends_with(".tgz") || name.ends_with(".tar")
 }

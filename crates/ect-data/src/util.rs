@@ -1,5 +1,3 @@
-// Tar helpers are used by the CIFAR readers added next.
-#![allow(dead_code)]
 //! Small file helpers shared by the readers: whole-file reads with the path in the error, transparent
 //! gzip, and pulling chosen members out of a `.tar(.gz)` into memory.
 
@@ -50,20 +48,6 @@ fn open_tar(path: &Path) -> Result<tar::Archive<Box<dyn Read>>> {
 
 fn tar_error(path: &Path, e: std::io::Error) -> DataError {
     DataError::format(path, format!("corrupt or truncated tar archive: {e}"))
-}
-
-/// Names of the regular files in a tar archive, in archive order (reads the whole stream).
-pub(crate) fn tar_file_names(path: &Path) -> Result<Vec<String>> {
-    let mut archive = open_tar(path)?;
-    let mut names = Vec::new();
-    for entry in archive.entries().map_err(|e| tar_error(path, e))? {
-        let entry = entry.map_err(|e| tar_error(path, e))?;
-        if entry.header().entry_type().is_file() {
-            let name = entry.path().map_err(|e| tar_error(path, e))?;
-            names.push(name.to_string_lossy().into_owned());
-        }
-    }
-    Ok(names)
 }
 
 /// The first entry's path in a tar archive (enough to tell which CIFAR variant it is).
