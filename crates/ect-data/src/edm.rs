@@ -376,10 +376,32 @@ impl EdmZipWriter {
 
 /// Writes a whole dataset to an EDM zip (used to convert any format once).
 pub fn write_zip(ds: &dyn Dataset, dest: &Path) -> Result<PathBuf> {
+    write_zip_with_progress(ds, dest, &mut |_, _| {})
+}
+
+/// [`write_zip`], decoding chunks of images in parallel and calling `progress(done, total)` after each.
+pub fn write_zip_with_progress(
+    ds: &dyn Dataset,
+    dest: &Path,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<PathBuf> {
+    use rayon::prelude::*;
+    const CHUNK: usize = 256;
     let mut w = EdmZipWriter::create(dest)?;
     let shape = [ds.channels(), ds.height(), ds.width()];
-    for i in 0..ds.len() {
-        w.add(&ds.image(i)?, shape, ds.label(i))?;
+    let size = ds.image_size();
+    let n = ds.len();
+    let mut buf = vec![0u8; CHUNK.min(n.max(1)) * size];
+    let mut start = 0;
+    while start < n {
+        let count = CHUNK.min(n - start);
+        let chunk = &mut buf[..count * size];
+        chunk.par_chunks_mut(size).enumerate().try_for_each(|(k, out)| ds.image_into(start + k, out))?;
+        for (k, img) in chunk.chunks(size).enumerate() {
+            w.add(img, shape, ds.label(start + k))?;
+        }
+        start += count;
+        progress(start, n);
     }
     w.finish()
 }

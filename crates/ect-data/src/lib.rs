@@ -5,6 +5,7 @@
 //! - IDX (MNIST, Fashion-MNIST, EMNIST), gzipped or not: [`idx`].
 //! - CIFAR-10/100, python and binary versions, `.tar.gz` or folder: [`cifar`].
 //! - EDM/StyleGAN dataset archives, `.zip` or folder of PNG/JPEG with `dataset.json`: [`edm`].
+//! - ImageNet folders (`train/<wnid>/*.JPEG`) center-cropped like ADM/EDM2: [`imagenet`], [`resize`].
 //!
 //! [`open`] picks the reader from a [`DatasetSpec`]; [`stats::dataset_stats`] summarizes any dataset.
 
@@ -15,8 +16,10 @@ pub mod edm;
 pub mod error;
 pub mod fmnist;
 pub mod idx;
+pub mod imagenet;
 pub mod loader;
 pub mod pickle;
+pub mod resize;
 pub mod sampler;
 pub mod stats;
 mod util;
@@ -90,6 +93,8 @@ pub enum Format {
     CifarBinary,
     /// EDM/StyleGAN dataset: `.zip` or folder of PNG/JPEG with optional `dataset.json`.
     EdmArchive,
+    /// ImageNet folder layout (`train/<wnid>/*.JPEG`), center-cropped to [`DatasetSpec::resolution`].
+    ImageNet,
 }
 
 impl std::str::FromStr for Format {
@@ -101,6 +106,7 @@ impl std::str::FromStr for Format {
             "cifar-python" | "cifar" => Ok(Format::CifarPython),
             "cifar-binary" => Ok(Format::CifarBinary),
             "edm" | "edm-archive" | "zip" | "folder" => Ok(Format::EdmArchive),
+            "imagenet" | "image-folder" => Ok(Format::ImageNet),
             other => Err(DataError::Config {
                 field: "format",
                 msg: format!("unknown dataset format {other:?}"),
@@ -123,7 +129,14 @@ pub struct DatasetSpec {
     /// Fail unless the dataset has class labels.
     #[serde(default)]
     pub require_labels: bool,
+    /// ImageNet: the square size to center-crop to (default 64). Other formats: when set, the images
+    /// must have this height and width.
+    #[serde(default)]
+    pub resolution: Option<usize>,
 }
+
+/// The ImageNet resolution when [`DatasetSpec::resolution`] is unset.
+pub const DEFAULT_IMAGENET_RESOLUTION: usize = 64;
 
 impl DatasetSpec {
     /// The training split of `path`, format detected, labels optional.
@@ -133,6 +146,7 @@ impl DatasetSpec {
             format: Format::Auto,
             split: Split::Train,
             require_labels: false,
+            resolution: None,
         }
     }
 }
@@ -153,6 +167,10 @@ pub fn detect(path: &Path) -> Result<Format> {
         {
             return Ok(Format::Idx);
         }
+        if imagenet::looks_like_imagenet(path) {
+            return Ok(Format::ImageNet);
+        }
+        return Ok(Format::EdmArchive);
     } else if path
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("zip"))
@@ -187,7 +205,20 @@ pub fn open(spec: &DatasetSpec) -> Result<Box<dyn Dataset>> {
         Format::CifarPython => Box::new(cifar::open_python(&spec.path, spec.split)?),
         Format::CifarBinary => Box::new(cifar::open_binary(&spec.path, spec.split)?),
         Format::EdmArchive => Box::new(edm::EdmArchive::open(&spec.path)?),
+        Format::ImageNet => Box::new(imagenet::ImageNetFolder::open(
+            &spec.path,
+            spec.split,
+            spec.resolution.unwrap_or(DEFAULT_IMAGENET_RESOLUTION),
+        )?),
     };
+    if let Some(r) = spec.resolution {
+        if (ds.height(), ds.width()) != (r, r) {
+            return Err(DataError::format(
+                &spec.path,
+                format!("images are {}x{}, not the requested {r}x{r}", ds.height(), ds.width()),
+            ));
+        }
+    }
     if spec.require_labels && ds.label_dim() == 0 {
         return Err(DataError::NoLabels {
             path: spec.path.clone(),

@@ -1,0 +1,162 @@
+//! ImageNet in its usual folder layout (`train/<wnid>/*.JPEG`, `val/<wnid>/*.JPEG`), classes in sorted
+//! order, each image converted to RGB and brought to `resolution` with ADM's center crop
+//! ([`crate::resize::center_crop_dhariwal`]), as EDM2's `dataset_tool.py --transform=center-crop-dhariwal`
+//! does; [`convert_to_zip`] writes the result once as an EDM zip.
+
+use std::path::{Path, PathBuf};
+
+use crate::dataset::{check_out_len, out_of_range, Dataset};
+use crate::decode::{decode_dynamic, hwc_to_chw};
+use crate::error::{DataError, Result};
+use crate::resize::center_crop_dhariwal;
+use crate::Split;
+
+/// An ImageNet-layout folder read at a fixed square resolution.
+pub struct ImageNetFolder {
+    root: PathBuf,
+    names: Vec<String>,
+    labels: Option<Vec<u32>>,
+    classes: Vec<String>,
+    resolution: usize,
+}
+
+/// The split's folder: `<path>/train` or `<path>/val` when present, else `path` itself.
+pub fn split_dir(path: &Path, split: Split) -> PathBuf {
+    let sub = path.join(match split {
+        Split::Train => "train",
+        Split::Test => "val",
+    });
+    if sub.is_dir() {
+        sub
+    } else {
+        path.to_path_buf()
+    }
+}
+
+/// Whether `path` looks like ImageNet: a `train` folder (or itself) whose subfolders hold `.JPEG` files.
+pub(crate) fn looks_like_imagenet(path: &Path) -> bool {
+    let dir = split_dir(path, Split::Train);
+    let Ok(entries) = std::fs::read_dir(&dir) else { return false };
+    entries.filter_map(|e| e.ok()).filter(|e| e.path().is_dir()).take(3).any(|e| {
+        std::fs::read_dir(e.path())
+            .map(|files| {
+                files.filter_map(|f| f.ok()).take(5).any(|f| {
+                    f.file_name().to_string_lossy().to_ascii_lowercase().ends_with(".jpeg")
+                })
+            })
+            .unwrap_or(false)
+    })
+}
+
+fn walk(dir: &Path, prefix: &str, out: &mut Vec<String>) -> Result<()> {
+    for entry in std::fs::read_dir(dir).map_err(|e| DataError::io(dir, e))? {
+        let entry = entry.map_err(|e| DataError::io(dir, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let rel = if prefix.is_empty() { name } else { format!("{prefix}/{name}") };
+        if entry.path().is_dir() {
+            walk(&entry.path(), &rel, out)?;
+        } else if crate::edm::is_image_name(&rel) {
+            out.push(rel);
+        }
+    }
+    Ok(())
+}
+
+impl ImageNetFolder {
+    /// Lists the split's images (sorted relative paths); labels are the sorted top-level folder names
+    /// (none when there is a single folder, as in EDM2's tool).
+    pub fn open(path: &Path, split: Split, resolution: usize) -> Result<Self> {
+        if resolution == 0 {
+            return Err(DataError::Config { field: "resolution", msg: "must be at least 1".into() });
+        }
+        let root = split_dir(path, split);
+        let mut names = Vec::new();
+        walk(&root, "", &mut names)?;
+        names.sort();
+        if names.is_empty() {
+            return Err(DataError::format(&root, "no JPEG or PNG images found"));
+        }
+        let top = |n: &str| n.split_once('/').map(|(t, _)| t.to_string()).unwrap_or_default();
+        let mut classes: Vec<String> = names.iter().map(|n| top(n)).collect();
+        classes.sort();
+        classes.dedup();
+        let labels = (classes.len() > 1).then(|| {
+            names.iter().map(|n| classes.binary_search(&top(n)).expect("class listed") as u32).collect()
+        });
+        if labels.is_none() {
+            classes.clear();
+        }
+        Ok(ImageNetFolder { root, names, labels, classes, resolution })
+    }
+
+    /// Class folder names (wnids) in label order.
+    pub fn classes(&self) -> &[String] {
+        &self.classes
+    }
+
+    /// Relative paths of the images in index order.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+}
+
+/// Decodes an image file, converts it to RGB and applies the center crop (C,H,W out).
+pub fn load_center_cropped(bytes: &[u8], path: &Path, resolution: usize, out: &mut [u8]) -> Result<()> {
+    let img = decode_dynamic(bytes, path)?.to_rgb8();
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    if w == 0 || h == 0 {
+        return Err(DataError::format(path, "image has no pixels"));
+    }
+    let hwc = center_crop_dhariwal(img.as_raw(), w, h, 3, resolution);
+    if hwc.len() != out.len() {
+        return Err(DataError::format(path, format!("{w}x{h} image is too small for a {resolution}x{resolution} crop")));
+    }
+    hwc_to_chw(&hwc, 3, out);
+    Ok(())
+}
+
+impl Dataset for ImageNetFolder {
+    fn len(&self) -> usize {
+        self.names.len()
+    }
+    fn channels(&self) -> usize {
+        3
+    }
+    fn height(&self) -> usize {
+        self.resolution
+    }
+    fn width(&self) -> usize {
+        self.resolution
+    }
+    fn label_dim(&self) -> usize {
+        self.classes.len()
+    }
+    fn source(&self) -> &Path {
+        &self.root
+    }
+    fn image_into(&self, index: usize, out: &mut [u8]) -> Result<()> {
+        check_out_len(self, out)?;
+        if index >= self.len() {
+            return Err(out_of_range(self, index));
+        }
+        let path = self.root.join(&self.names[index]);
+        let bytes = crate::util::read_file(&path)?;
+        load_center_cropped(&bytes, &path, self.resolution, out)
+    }
+    fn label(&self, index: usize) -> Option<u32> {
+        self.labels.as_ref().and_then(|l| l.get(index).copied())
+    }
+}
+
+/// Converts an ImageNet folder's split once to an EDM zip at `resolution` (with `dataset.json`),
+/// decoding in parallel; `progress(done, total)` is called after each chunk. Returns the zip's path.
+pub fn convert_to_zip(
+    src: &Path,
+    split: Split,
+    resolution: usize,
+    dest: &Path,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<PathBuf> {
+    let ds = ImageNetFolder::open(src, split, resolution)?;
+    crate::edm::write_zip_with_progress(&ds, dest, progress)
+}
