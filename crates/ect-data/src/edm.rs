@@ -396,7 +396,10 @@ pub fn write_zip_with_progress(
     while start < n {
         let count = CHUNK.min(n - start);
         let chunk = &mut buf[..count * size];
-        chunk.par_chunks_mut(size).enumerate().try_for_each(|(k, out)| ds.image_into(start + k, out))?;
+        chunk
+            .par_chunks_mut(size)
+            .enumerate()
+            .try_for_each(|(k, out)| ds.image_into(start + k, out))?;
         for (k, img) in chunk.chunks(size).enumerate() {
             w.add(img, shape, ds.label(start + k))?;
         }

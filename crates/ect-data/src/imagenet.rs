@@ -36,23 +36,36 @@ pub fn split_dir(path: &Path, split: Split) -> PathBuf {
 /// Whether `path` looks like ImageNet: a `train` folder (or itself) whose subfolders hold `.JPEG` files.
 pub(crate) fn looks_like_imagenet(path: &Path) -> bool {
     let dir = split_dir(path, Split::Train);
-    let Ok(entries) = std::fs::read_dir(&dir) else { return false };
-    entries.filter_map(|e| e.ok()).filter(|e| e.path().is_dir()).take(3).any(|e| {
-        std::fs::read_dir(e.path())
-            .map(|files| {
-                files.filter_map(|f| f.ok()).take(5).any(|f| {
-                    f.file_name().to_string_lossy().to_ascii_lowercase().ends_with(".jpeg")
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return false;
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_dir())
+        .take(3)
+        .any(|e| {
+            std::fs::read_dir(e.path())
+                .map(|files| {
+                    files.filter_map(|f| f.ok()).take(5).any(|f| {
+                        f.file_name()
+                            .to_string_lossy()
+                            .to_ascii_lowercase()
+                            .ends_with(".jpeg")
+                    })
                 })
-            })
-            .unwrap_or(false)
-    })
+                .unwrap_or(false)
+        })
 }
 
 fn walk(dir: &Path, prefix: &str, out: &mut Vec<String>) -> Result<()> {
     for entry in std::fs::read_dir(dir).map_err(|e| DataError::io(dir, e))? {
         let entry = entry.map_err(|e| DataError::io(dir, e))?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        let rel = if prefix.is_empty() { name } else { format!("{prefix}/{name}") };
+        let rel = if prefix.is_empty() {
+            name
+        } else {
+            format!("{prefix}/{name}")
+        };
         if entry.path().is_dir() {
             walk(&entry.path(), &rel, out)?;
         } else if crate::edm::is_image_name(&rel) {
@@ -67,7 +80,10 @@ impl ImageNetFolder {
     /// (none when there is a single folder, as in EDM2's tool).
     pub fn open(path: &Path, split: Split, resolution: usize) -> Result<Self> {
         if resolution == 0 {
-            return Err(DataError::Config { field: "resolution", msg: "must be at least 1".into() });
+            return Err(DataError::Config {
+                field: "resolution",
+                msg: "must be at least 1".into(),
+            });
         }
         let root = split_dir(path, split);
         let mut names = Vec::new();
@@ -76,17 +92,30 @@ impl ImageNetFolder {
         if names.is_empty() {
             return Err(DataError::format(&root, "no JPEG or PNG images found"));
         }
-        let top = |n: &str| n.split_once('/').map(|(t, _)| t.to_string()).unwrap_or_default();
+        let top = |n: &str| {
+            n.split_once('/')
+                .map(|(t, _)| t.to_string())
+                .unwrap_or_default()
+        };
         let mut classes: Vec<String> = names.iter().map(|n| top(n)).collect();
         classes.sort();
         classes.dedup();
         let labels = (classes.len() > 1).then(|| {
-            names.iter().map(|n| classes.binary_search(&top(n)).expect("class listed") as u32).collect()
+            names
+                .iter()
+                .map(|n| classes.binary_search(&top(n)).expect("class listed") as u32)
+                .collect()
         });
         if labels.is_none() {
             classes.clear();
         }
-        Ok(ImageNetFolder { root, names, labels, classes, resolution })
+        Ok(ImageNetFolder {
+            root,
+            names,
+            labels,
+            classes,
+            resolution,
+        })
     }
 
     /// Class folder names (wnids) in label order.
@@ -101,7 +130,12 @@ impl ImageNetFolder {
 }
 
 /// Decodes an image file, converts it to RGB and applies the center crop (C,H,W out).
-pub fn load_center_cropped(bytes: &[u8], path: &Path, resolution: usize, out: &mut [u8]) -> Result<()> {
+pub fn load_center_cropped(
+    bytes: &[u8],
+    path: &Path,
+    resolution: usize,
+    out: &mut [u8],
+) -> Result<()> {
     let img = decode_dynamic(bytes, path)?.to_rgb8();
     let (w, h) = (img.width() as usize, img.height() as usize);
     if w == 0 || h == 0 {
@@ -109,7 +143,10 @@ pub fn load_center_cropped(bytes: &[u8], path: &Path, resolution: usize, out: &m
     }
     let hwc = center_crop_dhariwal(img.as_raw(), w, h, 3, resolution);
     if hwc.len() != out.len() {
-        return Err(DataError::format(path, format!("{w}x{h} image is too small for a {resolution}x{resolution} crop")));
+        return Err(DataError::format(
+            path,
+            format!("{w}x{h} image is too small for a {resolution}x{resolution} crop"),
+        ));
     }
     hwc_to_chw(&hwc, 3, out);
     Ok(())

@@ -215,7 +215,11 @@ pub fn open(spec: &DatasetSpec) -> Result<Box<dyn Dataset>> {
         if (ds.height(), ds.width()) != (r, r) {
             return Err(DataError::format(
                 &spec.path,
-                format!("images are {}x{}, not the requested {r}x{r}", ds.height(), ds.width()),
+                format!(
+                    "images are {}x{}, not the requested {r}x{r}",
+                    ds.height(),
+                    ds.width()
+                ),
             ));
         }
     }

@@ -77,7 +77,11 @@ fn precompute(in_size: usize, out_size: usize, filter: Filter) -> Coeffs {
         for (x, kx) in k.iter().enumerate().take(xmax) {
             let v = if ww != 0.0 { kx / ww } else { *kx };
             let scaled = v * (1u32 << PRECISION_BITS) as f64;
-            kk[xx * ksize + x] = if v < 0.0 { (-0.5 + scaled) as i32 } else { (0.5 + scaled) as i32 };
+            kk[xx * ksize + x] = if v < 0.0 {
+                (-0.5 + scaled) as i32
+            } else {
+                (0.5 + scaled) as i32
+            };
         }
         bounds.push((xmin, xmax));
     }
@@ -125,7 +129,15 @@ fn vertical(src: &[u8], w: usize, h: usize, c: usize, out_h: usize, filter: Filt
 }
 
 /// Resizes an interleaved `w x h x c` image to `out_w x out_h` like Pillow's `Image.resize`.
-pub fn resize(src: &[u8], w: usize, h: usize, c: usize, out_w: usize, out_h: usize, filter: Filter) -> Vec<u8> {
+pub fn resize(
+    src: &[u8],
+    w: usize,
+    h: usize,
+    c: usize,
+    out_w: usize,
+    out_h: usize,
+    filter: Filter,
+) -> Vec<u8> {
     let mut px = src.to_vec();
     if out_w != w {
         px = horizontal(&px, w, h, c, out_w, filter);
@@ -147,7 +159,10 @@ pub fn center_crop_dhariwal(src: &[u8], w: usize, h: usize, c: usize, size: usiz
         (w, h) = (nw, nh);
     }
     let scale = size as f64 / w.min(h) as f64;
-    let (nw, nh) = ((w as f64 * scale).round_ties_even() as usize, (h as f64 * scale).round_ties_even() as usize);
+    let (nw, nh) = (
+        (w as f64 * scale).round_ties_even() as usize,
+        (h as f64 * scale).round_ties_even() as usize,
+    );
     if (nw, nh) != (w, h) {
         px = resize(&px, w, h, c, nw, nh, Filter::Bicubic);
     }
