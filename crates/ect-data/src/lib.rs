@@ -7,6 +7,8 @@
 //! - EDM/StyleGAN dataset archives, `.zip` or folder of PNG/JPEG with `dataset.json`: [`edm`].
 //! - ImageNet folders (`train/<wnid>/*.JPEG`) center-cropped like ADM/EDM2: [`imagenet`], [`resize`].
 //!
+//!
+//! [`fetch`] downloads the public ones with checksums; [`loader`] is the seeded prefetching loader.
 //! [`open`] picks the reader from a [`DatasetSpec`]; [`stats::dataset_stats`] summarizes any dataset.
 
 pub mod cifar;
@@ -14,6 +16,7 @@ pub mod dataset;
 pub mod decode;
 pub mod edm;
 pub mod error;
+pub mod fetch;
 pub mod fmnist;
 pub mod idx;
 pub mod imagenet;
