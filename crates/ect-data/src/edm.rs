@@ -28,13 +28,19 @@ pub fn is_image_name(name: &str) -> bool {
     !name.ends_with('/') && IMAGE_EXTENSIONS.contains(&ext.as_str())
 }
 
-/// Memory-mapped archive bytes shared by every decoding thread.
+/// Archive bytes (memory-mapped file or an owned buffer) shared by every decoding thread.
 #[derive(Clone)]
-struct Shared(Arc<memmap2::Mmap>);
+enum Shared {
+    Map(Arc<memmap2::Mmap>),
+    Owned(Arc<Vec<u8>>),
+}
 
 impl AsRef<[u8]> for Shared {
     fn as_ref(&self) -> &[u8] {
-        &self.0
+        match self {
+            Shared::Map(m) => m,
+            Shared::Owned(v) => v,
+        }
     }
 }
 
@@ -131,46 +137,62 @@ impl EdmArchive {
     /// Opens a `.zip` or a folder.
     pub fn open(path: &Path) -> Result<Self> {
         let meta = std::fs::metadata(path).map_err(|e| DataError::io(path, e))?;
-        let (storage, mut names, json) = if meta.is_dir() {
-            let mut all = Vec::new();
-            walk(path, "", &mut all)?;
-            let json = if all.iter().any(|n| n == "dataset.json") {
-                Some(crate::util::read_file(&path.join("dataset.json"))?)
-            } else {
-                None
-            };
-            (Storage::Dir(path.to_path_buf()), all, json)
-        } else {
+        if !meta.is_dir() {
             let file = File::open(path).map_err(|e| DataError::io(path, e))?;
             // SAFETY: the archive is only read; like every mmap-based reader this assumes nobody
             // truncates the file while the dataset is open.
             let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| DataError::io(path, e))?;
-            let mut archive = ZipArchive::new(Cursor::new(Shared(Arc::new(map))))
-                .map_err(|e| zip_error(path, e))?;
-            let all: Vec<String> = archive.file_names().map(str::to_string).collect();
-            let json = match archive.by_name("dataset.json") {
-                Ok(mut f) => {
-                    let mut b = Vec::new();
-                    f.read_to_end(&mut b).map_err(|e| {
-                        DataError::format(
-                            path.join("dataset.json"),
-                            format!("cannot read from the zip: {e}"),
-                        )
-                    })?;
-                    Some(b)
-                }
-                Err(zip::result::ZipError::FileNotFound) => None,
-                Err(e) => return Err(zip_error(path, e)),
-            };
-            (
-                Storage::Zip {
-                    archive,
-                    entries: Vec::new(),
-                },
-                all,
-                json,
-            )
+            return Self::from_shared(Shared::Map(Arc::new(map)), path);
+        }
+        let mut names = Vec::new();
+        walk(path, "", &mut names)?;
+        let json = if names.iter().any(|n| n == "dataset.json") {
+            Some(crate::util::read_file(&path.join("dataset.json"))?)
+        } else {
+            None
         };
+        Self::finish(path, Storage::Dir(path.to_path_buf()), names, json)
+    }
+
+    /// Reads a zip held in memory; `name` stands for its path in messages.
+    pub fn from_zip_bytes(bytes: Vec<u8>, name: &Path) -> Result<Self> {
+        Self::from_shared(Shared::Owned(Arc::new(bytes)), name)
+    }
+
+    fn from_shared(shared: Shared, path: &Path) -> Result<Self> {
+        let mut archive = ZipArchive::new(Cursor::new(shared)).map_err(|e| zip_error(path, e))?;
+        let names: Vec<String> = archive.file_names().map(str::to_string).collect();
+        let json = match archive.by_name("dataset.json") {
+            Ok(mut f) => {
+                let mut b = Vec::new();
+                f.read_to_end(&mut b).map_err(|e| {
+                    DataError::format(
+                        path.join("dataset.json"),
+                        format!("cannot read from the zip: {e}"),
+                    )
+                })?;
+                Some(b)
+            }
+            Err(zip::result::ZipError::FileNotFound) => None,
+            Err(e) => return Err(zip_error(path, e)),
+        };
+        Self::finish(
+            path,
+            Storage::Zip {
+                archive,
+                entries: Vec::new(),
+            },
+            names,
+            json,
+        )
+    }
+
+    fn finish(
+        path: &Path,
+        storage: Storage,
+        mut names: Vec<String>,
+        json: Option<Vec<u8>>,
+    ) -> Result<Self> {
         names.retain(|n| is_image_name(n));
         names.sort();
         if names.is_empty() {

@@ -90,6 +90,65 @@ struct Machine<'a> {
     path: &'a Path,
     stack: Vec<Value>,
     memo: BTreeMap<u64, Value>,
+    /// Work left for copying memoized values, so a crafted file cannot blow up memory.
+    copy_budget: usize,
+}
+
+/// Deepest container nesting accepted (CIFAR files nest 3 deep); bounds recursion in drop and clone.
+const MAX_DEPTH: usize = 32;
+
+/// Container nesting of `v`, or `MAX_DEPTH + 1` once it is deeper than allowed (bounded recursion).
+fn depth(v: &Value, limit: usize) -> usize {
+    if limit == 0 {
+        return MAX_DEPTH + 1;
+    }
+    let children: &[Value] = match v {
+        Value::List(items) | Value::Tuple(items) => items,
+        Value::Dict(items) => {
+            return 1 + items
+                .iter()
+                .map(|(k, v)| depth(k, limit - 1).max(depth(v, limit - 1)))
+                .max()
+                .unwrap_or(0)
+        }
+        _ => return 0,
+    };
+    1 + children
+        .iter()
+        .filter(|c| matches!(c, Value::List(_) | Value::Tuple(_) | Value::Dict(_)))
+        .map(|c| depth(c, limit - 1))
+        .max()
+        .unwrap_or(0)
+}
+
+/// Bytes and items a clone of `v` copies (bounded by `limit`).
+fn weight(v: &Value, limit: usize) -> usize {
+    match v {
+        Value::Bytes(b) => b.len(),
+        Value::Str(s) => s.len(),
+        Value::Array { data, .. } => data.len(),
+        Value::List(items) | Value::Tuple(items) => {
+            let mut w = items.len();
+            for it in items {
+                if w > limit {
+                    break;
+                }
+                w += weight(it, limit);
+            }
+            w
+        }
+        Value::Dict(items) => {
+            let mut w = items.len();
+            for (k, it) in items {
+                if w > limit {
+                    break;
+                }
+                w += weight(k, limit) + weight(it, limit);
+            }
+            w
+        }
+        _ => 1,
+    }
 }
 
 impl<'a> Machine<'a> {
@@ -183,22 +242,46 @@ impl<'a> Machine<'a> {
     }
 
     fn memo_get(&mut self, key: u64) -> Result<()> {
-        let v = self
+        let src = self
             .memo
             .get(&key)
-            .cloned()
             .ok_or_else(|| self.err(format!("memo key {key} not set")))?;
+        let w = weight(src, self.copy_budget);
+        if w > self.copy_budget {
+            return Err(self.err("memoized values are copied more than the file size justifies"));
+        }
+        let v = src.clone();
+        self.copy_budget -= w;
         self.stack.push(v);
         Ok(())
     }
 
     fn memo_put(&mut self, key: u64) -> Result<()> {
-        let v = self.top()?.clone();
+        let budget = self.copy_budget;
+        let src = self.top()?;
+        let w = weight(src, budget);
+        let v = (w <= budget).then(|| src.clone());
+        let v = v.ok_or_else(|| {
+            self.err("memoized values are copied more than the file size justifies")
+        })?;
+        self.copy_budget -= w;
         self.memo.insert(key, v);
         Ok(())
     }
 
+    fn check_depth(&self, items: &[Value]) -> Result<()> {
+        for it in items {
+            if matches!(it, Value::List(_) | Value::Tuple(_) | Value::Dict(_))
+                && depth(it, MAX_DEPTH) >= MAX_DEPTH
+            {
+                return Err(self.err(format!("containers nested deeper than {MAX_DEPTH}")));
+            }
+        }
+        Ok(())
+    }
+
     fn append_to_top(&mut self, items: Vec<Value>) -> Result<()> {
+        self.check_depth(&items)?;
         let err = self.err("APPEND(S) target is not a list");
         match self.top()? {
             Value::List(l) => {
@@ -213,6 +296,7 @@ impl<'a> Machine<'a> {
         if items.len() % 2 != 0 {
             return Err(self.err("SETITEMS with an odd number of items"));
         }
+        self.check_depth(&items)?;
         let err = self.err("SETITEM(S) target is not a dict");
         match self.top()? {
             Value::Dict(d) => {
@@ -445,10 +529,12 @@ impl<'a> Machine<'a> {
                 }
                 b'l' => {
                     let items = self.pop_mark()?;
+                    self.check_depth(&items)?;
                     self.stack.push(Value::List(items));
                 }
                 b't' => {
                     let items = self.pop_mark()?;
+                    self.check_depth(&items)?;
                     self.stack.push(Value::Tuple(items));
                 }
                 b'd' => {
@@ -458,18 +544,23 @@ impl<'a> Machine<'a> {
                 }
                 0x85 => {
                     let a = self.pop()?;
+                    self.check_depth(std::slice::from_ref(&a))?;
                     self.stack.push(Value::Tuple(vec![a]));
                 }
                 0x86 => {
                     let b = self.pop()?;
                     let a = self.pop()?;
-                    self.stack.push(Value::Tuple(vec![a, b]));
+                    let items = vec![a, b];
+                    self.check_depth(&items)?;
+                    self.stack.push(Value::Tuple(items));
                 }
                 0x87 => {
                     let c = self.pop()?;
                     let b = self.pop()?;
                     let a = self.pop()?;
-                    self.stack.push(Value::Tuple(vec![a, b, c]));
+                    let items = vec![a, b, c];
+                    self.check_depth(&items)?;
+                    self.stack.push(Value::Tuple(items));
                 }
                 b'c' => {
                     let module = self.line()?;
@@ -510,12 +601,14 @@ impl<'a> Machine<'a> {
 
 /// Unpickles `bytes`; `path` only names the file in errors.
 pub fn load(bytes: &[u8], path: &Path) -> Result<Value> {
+    let copy_budget = bytes.len().saturating_mul(8).saturating_add(1 << 16);
     Machine {
         bytes,
         pos: 0,
         path,
         stack: Vec::new(),
         memo: BTreeMap::new(),
+        copy_budget,
     }
     .run()
 }
