@@ -6,7 +6,12 @@ use ect_tests::{files_with_suffix, workspace_root};
 #[test]
 fn no_stub_markers_in_sources() {
     let root = workspace_root();
-    let markers = [concat!("todo", "!("), concat!("unimplemented", "!("), concat!("// TO", "DO"), concat!("FIX", "ME")];
+    let markers = [
+        concat!("todo", "!("),
+        concat!("unimplemented", "!("),
+        concat!("// TO", "DO"),
+        concat!("FIX", "ME"),
+    ];
     let mut offenders = Vec::new();
     for file in files_with_suffix(&root, ".rs") {
         let text = std::fs::read_to_string(&file).unwrap();
@@ -16,7 +21,11 @@ fn no_stub_markers_in_sources() {
             }
         }
     }
-    assert!(offenders.is_empty(), "unfinished markers:\n{}", offenders.join("\n"));
+    assert!(
+        offenders.is_empty(),
+        "unfinished markers:\n{}",
+        offenders.join("\n")
+    );
 }
 
 /// Every library crate documents itself at the top of `lib.rs`.
@@ -27,7 +36,11 @@ fn every_library_has_crate_docs() {
     assert!(!libs.is_empty());
     for lib in libs {
         let text = std::fs::read_to_string(&lib).unwrap();
-        assert!(text.trim_start().starts_with("//!"), "{} has no crate-level doc comment", lib.display());
+        assert!(
+            text.trim_start().starts_with("//!"),
+            "{} has no crate-level doc comment",
+            lib.display()
+        );
     }
 }
 
@@ -37,8 +50,15 @@ fn ci_runs_the_readme_test_command() {
     let root = workspace_root();
     let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
     let ci = std::fs::read_to_string(root.join(".ci/run")).unwrap();
-    assert!(readme.contains("cargo xtask test"), "README must name the test command");
-    assert!(ci.lines().any(|l| l.trim_start().starts_with("cargo xtask test")), ".ci/run must run it");
+    assert!(
+        readme.contains("cargo xtask test"),
+        "README must name the test command"
+    );
+    assert!(
+        ci.lines()
+            .any(|l| l.trim_start().starts_with("cargo xtask test")),
+        ".ci/run must run it"
+    );
 }
 
 /// Every `cargo xtask <cmd>` the README mentions exists in xtask's command list.
@@ -48,7 +68,10 @@ fn readme_xtask_commands_exist() {
     let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
     let main = std::fs::read_to_string(root.join("xtask/src/main.rs")).unwrap();
     for word in readme.split("cargo xtask ").skip(1) {
-        let cmd: String = word.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '-').collect();
+        let cmd: String = word
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+            .collect();
         if cmd.is_empty() {
             continue;
         }
@@ -57,7 +80,9 @@ fn readme_xtask_commands_exist() {
             .split('-')
             .map(|p| {
                 let mut c = p.chars();
-                c.next().map(|f| f.to_ascii_uppercase().to_string() + c.as_str()).unwrap_or_default()
+                c.next()
+                    .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+                    .unwrap_or_default()
             })
             .collect();
         assert!(

@@ -29,7 +29,10 @@ pub fn libtorch_lib_dir() -> Option<PathBuf> {
 
 /// The `cargo:` lines that make binaries and tests of a package find libtorch (and CUDA) at run time.
 pub fn link_directives(lib_dir: &Path) -> Vec<String> {
-    let mut lines = vec![format!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib_dir.display())];
+    let mut lines = vec![format!(
+        "cargo:rustc-link-arg=-Wl,-rpath,{}",
+        lib_dir.display()
+    )];
     if lib_dir.join("libtorch_cuda.so").exists() {
         lines.push("cargo:rustc-link-arg=-Wl,--no-as-needed".to_owned());
         lines.push("cargo:rustc-link-arg=-ltorch_cuda".to_owned());
@@ -49,25 +52,36 @@ pub fn libtorch_version(lib_dir: &Path) -> Option<String> {
     }
     if let Ok(text) = std::fs::read_to_string(root.join("version.py")) {
         let found = text.lines().find_map(|line| {
-            let value = line.strip_prefix("__version__")?.trim_start().strip_prefix('=')?;
+            let value = line
+                .strip_prefix("__version__")?
+                .trim_start()
+                .strip_prefix('=')?;
             Some(strip(value.trim().trim_matches(|c| c == '\'' || c == '"')))
         });
         if found.is_some() {
             return found;
         }
     }
-    ["include/torch/headeronly/version.h", "include/torch/csrc/api/include/torch/version.h"]
-        .iter()
-        .find_map(|rel| {
-            let text = std::fs::read_to_string(root.join(rel)).ok()?;
-            let field = |name: &str| -> Option<String> {
-                let prefix = format!("#define TORCH_VERSION_{name} ");
-                text.lines()
-                    .find_map(|line| line.trim().strip_prefix(prefix.as_str()))
-                    .map(|v| v.trim().to_owned())
-            };
-            Some(format!("{}.{}.{}", field("MAJOR")?, field("MINOR")?, field("PATCH")?))
-        })
+    [
+        "include/torch/headeronly/version.h",
+        "include/torch/csrc/api/include/torch/version.h",
+    ]
+    .iter()
+    .find_map(|rel| {
+        let text = std::fs::read_to_string(root.join(rel)).ok()?;
+        let field = |name: &str| -> Option<String> {
+            let prefix = format!("#define TORCH_VERSION_{name} ");
+            text.lines()
+                .find_map(|line| line.trim().strip_prefix(prefix.as_str()))
+                .map(|v| v.trim().to_owned())
+        };
+        Some(format!(
+            "{}.{}.{}",
+            field("MAJOR")?,
+            field("MINOR")?,
+            field("PATCH")?
+        ))
+    })
 }
 
 /// Emits the link directives for the current package, plus `ECT_LIBTORCH_VERSION` and
@@ -98,7 +112,10 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("ect-torch-link-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let lines = link_directives(&dir);
-        assert_eq!(lines, vec![format!("cargo:rustc-link-arg=-Wl,-rpath,{}", dir.display())]);
+        assert_eq!(
+            lines,
+            vec![format!("cargo:rustc-link-arg=-Wl,-rpath,{}", dir.display())]
+        );
         std::fs::write(dir.join("libtorch_cuda.so"), b"").unwrap();
         let lines = link_directives(&dir);
         assert_eq!(lines.len(), 4);
@@ -110,8 +127,15 @@ mod tests {
     fn version_read_from_python_install() {
         let root = std::env::temp_dir().join(format!("ect-torch-link-py-{}", std::process::id()));
         std::fs::create_dir_all(root.join("lib")).unwrap();
-        std::fs::write(root.join("version.py"), "debug = False\n__version__ = '2.11.0+cu130'\n").unwrap();
-        assert_eq!(libtorch_version(&root.join("lib")).as_deref(), Some("2.11.0"));
+        std::fs::write(
+            root.join("version.py"),
+            "debug = False\n__version__ = '2.11.0+cu130'\n",
+        )
+        .unwrap();
+        assert_eq!(
+            libtorch_version(&root.join("lib")).as_deref(),
+            Some("2.11.0")
+        );
         std::fs::remove_dir_all(&root).unwrap();
     }
 
@@ -126,7 +150,10 @@ mod tests {
             "#pragma once\n#define TORCH_VERSION_MAJOR 2\n#define TORCH_VERSION_MINOR 11\n#define TORCH_VERSION_PATCH 0\n",
         )
         .unwrap();
-        assert_eq!(libtorch_version(&root.join("lib")).as_deref(), Some("2.11.0"));
+        assert_eq!(
+            libtorch_version(&root.join("lib")).as_deref(),
+            Some("2.11.0")
+        );
         std::fs::remove_dir_all(&root).unwrap();
     }
 }

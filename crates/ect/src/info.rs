@@ -25,7 +25,11 @@ pub fn run(args: &InfoArgs) -> anyhow::Result<()> {
     let lib_dir = env!("ECT_LIBTORCH_LIB");
     let threads = tch::get_num_threads();
     let cuda_available = tch::Cuda::is_available();
-    let count = if cuda_available { tch::Cuda::device_count().max(0) as usize } else { 0 };
+    let count = if cuda_available {
+        tch::Cuda::device_count().max(0) as usize
+    } else {
+        0
+    };
     let devices: Vec<DeviceInfo> = (0..count).map(describe_device).collect();
     if args.json {
         let devices: Vec<_> = devices
@@ -60,7 +64,15 @@ pub fn run(args: &InfoArgs) -> anyhow::Result<()> {
 
 fn describe_device(index: usize) -> DeviceInfo {
     match cuda_driver::device_properties(index) {
-        Ok((name, memory)) => DeviceInfo { index, name, total_memory_bytes: Some(memory) },
-        Err(err) => DeviceInfo { index, name: format!("unknown device ({err})"), total_memory_bytes: None },
+        Ok((name, memory)) => DeviceInfo {
+            index,
+            name,
+            total_memory_bytes: Some(memory),
+        },
+        Err(err) => DeviceInfo {
+            index,
+            name: format!("unknown device ({err})"),
+            total_memory_bytes: None,
+        },
     }
 }

@@ -3,6 +3,7 @@
 //! Each subcommand lives in its own module; `main` only parses and dispatches.
 
 mod cuda_driver;
+mod data_cmd;
 mod info;
 
 use clap::{Parser, Subcommand};
@@ -19,11 +20,25 @@ struct Cli {
 enum Command {
     /// Print the libtorch version, CPU threads and CUDA devices: the first check of a setup.
     Info(info::InfoArgs),
+    /// Inspect and prepare datasets.
+    #[command(subcommand)]
+    Data(data_cmd::DataCommand),
 }
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+/// Prints the error chain on one line per cause, without a backtrace (users' errors are not bugs).
+fn main() -> std::process::ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Info(args) => info::run(&args),
+        Command::Data(cmd) => data_cmd::run(&cmd),
     }
 }

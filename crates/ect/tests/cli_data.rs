@@ -1,0 +1,89 @@
+//! `ect data stats`: one JSON object per dataset; bad input gets a one-line error naming the file.
+
+use std::process::Command;
+
+fn ect() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ect"));
+    cmd.env_remove("LD_LIBRARY_PATH")
+        .env_remove("RUST_BACKTRACE");
+    cmd
+}
+
+const FMNIST: &str = "/usr/share/datasets/fashion-mnist";
+
+/// Golden values measured on Debian's `dataset-fashion-mnist` test split (10,000 images).
+#[test]
+fn stats_of_debian_fashion_mnist_test_split() {
+    if !std::path::Path::new(FMNIST)
+        .join("t10k-images-idx3-ubyte.gz")
+        .exists()
+    {
+        eprintln!("skipped: {FMNIST} is absent (apt-get install dataset-fashion-mnist)");
+        return;
+    }
+    let out = ect()
+        .args(["data", "stats", "--dataset", FMNIST, "--split", "test"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(v["count"], 10000);
+    assert_eq!(
+        (
+            v["channels"].as_u64(),
+            v["height"].as_u64(),
+            v["width"].as_u64()
+        ),
+        (Some(1), Some(28), Some(28))
+    );
+    assert_eq!(v["label_counts"], serde_json::Value::from(vec![1000; 10]));
+    assert_eq!(
+        v["pixel_sha256"],
+        "c867c93ff95360594e8ec3287995350b824dd110b11595c0e13d5423f621867a"
+    );
+    assert!((v["pixel_mean"].as_f64().unwrap() - 73.14656658163265).abs() < 1e-9);
+}
+
+#[test]
+fn corrupt_idx_file_is_a_clear_error() {
+    let dir = std::env::temp_dir().join(format!("ect-cli-data-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("train-images-idx3-ubyte");
+    // Right magic, 2 images of 28x28 announced, but only 10 bytes of pixels.
+    let mut bytes = vec![0, 0, 8, 3, 0, 0, 0, 2, 0, 0, 0, 28, 0, 0, 0, 28];
+    bytes.extend_from_slice(&[7; 10]);
+    std::fs::write(&file, &bytes).unwrap();
+    let out = ect()
+        .args(["data", "stats", "--dataset"])
+        .arg(&file)
+        .args(["--format", "idx"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with("error: "), "{err}");
+    assert!(
+        err.contains("train-images-idx3-ubyte"),
+        "error does not name the file: {err}"
+    );
+    assert!(
+        !err.contains("panicked") && !err.contains("Stack backtrace"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn missing_path_is_a_clear_error() {
+    let out = ect()
+        .args(["data", "stats", "--dataset", "/nonexistent/data"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/nonexistent/data"), "{err}");
+}
