@@ -1,0 +1,194 @@
+//! Checkpoints: a directory `checkpoints/ckpt-<step>` holding the weights, the EMA tracks, the optimizer
+//! state and `state.json`; written under a temporary name and renamed, so a crash never leaves a partial
+//! checkpoint under a real name. `checkpoints/latest` names the newest; older ones beyond `keep_last` are
+//! removed.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tch::{nn::VarStore, Tensor};
+
+use crate::error::{Result, TrainError};
+use crate::sample::write_atomic;
+
+/// File of the raw (non-averaged) weights inside a checkpoint.
+pub const MODEL_FILE: &str = "model.safetensors";
+/// File of the optimizer state inside a checkpoint.
+pub const OPTIM_FILE: &str = "optim.safetensors";
+/// File of the counters inside a checkpoint.
+pub const STATE_FILE: &str = "state.json";
+
+/// Counters and positions that make a resume exact.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainState {
+    /// Optimizer steps completed (including skipped non-finite ones).
+    pub step: u64,
+    /// Optimizer updates actually applied (the bias-correction step of Adam/RAdam).
+    pub optim_steps: u64,
+    /// Images drawn from the loader so far (its position).
+    pub images_seen: u64,
+    /// The run's seed (every draw derives from it and the step).
+    pub seed: u64,
+    /// Steps skipped for a non-finite loss, in total.
+    pub nonfinite_total: u64,
+    /// Consecutive non-finite steps at the time of saving.
+    pub nonfinite_run: u64,
+    /// Seconds of training so far (for images/s across resumes).
+    pub train_seconds: f64,
+}
+
+/// The checkpoints directory of a run.
+pub fn checkpoints_dir(run_dir: &Path) -> PathBuf {
+    run_dir.join("checkpoints")
+}
+
+/// Writes the variables of `vs` (parameters and buffers, reference names) to a safetensors file.
+pub fn save_vars(vs: &VarStore, path: &Path) -> Result<()> {
+    let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    Tensor::write_safetensors(&vars, path)?;
+    Ok(())
+}
+
+/// Loads a safetensors file into the variables of `vs`, strictly (see [`crate::ema::copy_named_into`]).
+pub fn load_vars(vs: &VarStore, path: &Path) -> Result<()> {
+    if !path.exists() {
+        return Err(TrainError::Checkpoint {
+            path: path.to_path_buf(),
+            message: "file not found".to_owned(),
+        });
+    }
+    let named = Tensor::read_safetensors(path)?;
+    crate::ema::copy_named_into(&named, vs, path)
+}
+
+/// Writes a checkpoint atomically: `fill` writes the files into a temporary directory, which is then
+/// renamed to `ckpt-<step>`; `latest` is updated and older checkpoints beyond `keep_last` are removed.
+/// Returns the checkpoint directory.
+pub fn write_checkpoint(
+    run_dir: &Path,
+    state: &TrainState,
+    keep_last: usize,
+    fill: impl FnOnce(&Path) -> Result<()>,
+) -> Result<PathBuf> {
+    let dir = checkpoints_dir(run_dir);
+    std::fs::create_dir_all(&dir).map_err(|e| TrainError::io(&dir, e))?;
+    let name = format!("ckpt-{:09}", state.step);
+    let tmp = dir.join(format!(".{name}.tmp"));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
+    }
+    std::fs::create_dir_all(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
+    fill(&tmp)?;
+    let json = serde_json::to_vec_pretty(state).expect("state serializes");
+    write_atomic(&tmp.join(STATE_FILE), &json)?;
+    let final_dir = dir.join(&name);
+    if final_dir.exists() {
+        std::fs::remove_dir_all(&final_dir).map_err(|e| TrainError::io(&final_dir, e))?;
+    }
+    std::fs::rename(&tmp, &final_dir).map_err(|e| TrainError::io(&final_dir, e))?;
+    write_atomic(&dir.join("latest"), name.as_bytes())?;
+    prune(&dir, keep_last)?;
+    Ok(final_dir)
+}
+
+/// Checkpoint directories of a run, oldest first.
+pub fn list_checkpoints(run_dir: &Path) -> Result<Vec<PathBuf>> {
+    let dir = checkpoints_dir(run_dir);
+    if !dir.exists() {
+        return Ok(Vec::new());
+    }
+    let mut out: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map_err(|e| TrainError::io(&dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.is_dir()
+                && p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("ckpt-"))
+        })
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+fn prune(dir: &Path, keep_last: usize) -> Result<()> {
+    let all = list_checkpoints(dir.parent().unwrap_or(Path::new(".")))?;
+    for old in all.iter().take(all.len().saturating_sub(keep_last)) {
+        std::fs::remove_dir_all(old).map_err(|e| TrainError::io(old, e))?;
+    }
+    Ok(())
+}
+
+/// The newest checkpoint of a run (from `latest`, else the highest step).
+pub fn latest_checkpoint(run_dir: &Path) -> Result<Option<PathBuf>> {
+    let dir = checkpoints_dir(run_dir);
+    let latest = dir.join("latest");
+    if let Ok(name) = std::fs::read_to_string(&latest) {
+        let p = dir.join(name.trim());
+        if p.is_dir() {
+            return Ok(Some(p));
+        }
+    }
+    Ok(list_checkpoints(run_dir)?.pop())
+}
+
+/// Reads `state.json` of a checkpoint.
+pub fn read_state(ckpt: &Path) -> Result<TrainState> {
+    let path = ckpt.join(STATE_FILE);
+    let text = std::fs::read_to_string(&path).map_err(|e| TrainError::io(&path, e))?;
+    serde_json::from_str(&text).map_err(|e| TrainError::Checkpoint {
+        path,
+        message: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(step: u64) -> TrainState {
+        TrainState {
+            step,
+            optim_steps: step,
+            images_seen: step * 4,
+            seed: 1,
+            nonfinite_total: 0,
+            nonfinite_run: 0,
+            train_seconds: 0.5,
+        }
+    }
+
+    #[test]
+    fn keeps_last_n_and_latest() {
+        let run = tempfile::tempdir().unwrap();
+        for step in [10, 20, 30, 40] {
+            write_checkpoint(run.path(), &state(step), 2, |d| {
+                std::fs::write(d.join("x"), step.to_string()).map_err(|e| TrainError::io(d, e))
+            })
+            .unwrap();
+        }
+        let names: Vec<String> = list_checkpoints(run.path())
+            .unwrap()
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["ckpt-000000030", "ckpt-000000040"]);
+        let latest = latest_checkpoint(run.path()).unwrap().unwrap();
+        assert_eq!(read_state(&latest).unwrap(), state(40));
+        assert_eq!(std::fs::read_to_string(latest.join("x")).unwrap(), "40");
+    }
+
+    #[test]
+    fn failed_fill_leaves_no_checkpoint() {
+        let run = tempfile::tempdir().unwrap();
+        let err = write_checkpoint(run.path(), &state(5), 2, |d| {
+            Err(TrainError::Checkpoint {
+                path: d.to_path_buf(),
+                message: "disk full".into(),
+            })
+        });
+        assert!(err.is_err());
+        assert!(latest_checkpoint(run.path()).unwrap().is_none());
+    }
+}

@@ -1,0 +1,72 @@
+//! The `ect-unet` network as a [`Denoiser`]: maps a [`Pass`] to coefficient and dropout modes and owns the
+//! dropout tape shared by the student and teacher passes of one loss evaluation.
+
+use ect_unet::{CoeffMode, DropoutMode, MaskTape, NetworkConfig, Precond};
+use tch::{nn::VarStore, Device, Tensor};
+
+use crate::error::{Result, TrainError};
+use crate::loss::{Denoiser, Pass};
+
+/// A preconditioned network with its variables.
+pub struct Network {
+    /// The variables (parameters and buffers, reference names).
+    pub vs: VarStore,
+    /// The network.
+    pub precond: Precond,
+    tape: MaskTape,
+}
+
+impl std::fmt::Debug for Network {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Network")
+            .field("config", self.precond.config())
+            .finish()
+    }
+}
+
+impl Network {
+    /// Builds `cfg` on `device` with the reference initialisation (seed torch first for reproducibility).
+    pub fn new(cfg: &NetworkConfig, device: Device) -> Result<Self> {
+        let vs = VarStore::new(device);
+        let precond = Precond::new(&vs.root(), cfg)
+            .map_err(|e| TrainError::external("building the network", e))?;
+        Ok(Self {
+            vs,
+            precond,
+            tape: MaskTape::new(),
+        })
+    }
+
+    /// Parses the `[network]` table of a training config (reference constructor-argument names).
+    pub fn parse_config(table: &toml::Table) -> Result<NetworkConfig> {
+        let json = serde_json::to_value(table)
+            .map_err(|e| TrainError::invalid("network", e.to_string()))?;
+        NetworkConfig::from_json_value(&json)
+            .map_err(|e| TrainError::invalid("network", e.to_string()))
+    }
+
+    /// Number of trainable parameters.
+    pub fn num_parameters(&self) -> u64 {
+        self.vs
+            .trainable_variables()
+            .iter()
+            .map(|t| t.numel() as u64)
+            .sum()
+    }
+}
+
+impl Denoiser for Network {
+    fn denoise(&self, x: &Tensor, sigma: &Tensor, labels: Option<&Tensor>, pass: Pass) -> Tensor {
+        let (coeffs, dropout) = match pass {
+            Pass::Student => (CoeffMode::Train, DropoutMode::Record(&self.tape)),
+            Pass::Teacher => (CoeffMode::Train, DropoutMode::Replay(&self.tape)),
+            Pass::Train => (CoeffMode::Train, DropoutMode::Sample),
+            Pass::Eval => (CoeffMode::Eval, DropoutMode::Off),
+        };
+        self.precond.forward(x, sigma, labels, coeffs, dropout)
+    }
+
+    fn normalize_weights(&self) {
+        self.precond.normalize_weights();
+    }
+}

@@ -1,0 +1,745 @@
+//! The training loop: run directory, gradient accumulation, EMA, statistics, sample grids, checkpoints,
+//! Ctrl-C, and exact resume (every random draw derives from `(seed, step)`; see [`crate::rng`]).
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use ect_schedule::{noise::LogNormal, stage::StageSchedule};
+use rand::Rng;
+use rand_distr::StandardNormal;
+use serde::Serialize;
+use tch::{Device, Kind, Tensor};
+
+use crate::checkpoint::{self, TrainState};
+use crate::config::{parse_device, ObjectiveConfig, TrainConfig};
+use crate::ema::Ema;
+use crate::error::{Result, TrainError};
+use crate::feeder::Feeder;
+use crate::loss::{self, EctLoss, LossOutput};
+use crate::net::Network;
+use crate::optim::Optimizer;
+use crate::rng::{self, Stream};
+use crate::sample;
+
+/// File of the resolved configuration in a run directory.
+pub const CONFIG_FILE: &str = "config.json";
+/// File of the per-interval statistics in a run directory.
+pub const STATS_FILE: &str = "stats.jsonl";
+
+/// Knobs of one invocation that are not part of the experiment (they do not change the results).
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Stop (with a checkpoint) once this many steps are done, as if interrupted; for tests and for
+    /// splitting a run across sessions.
+    pub stop_at_step: Option<u64>,
+    /// Install a Ctrl-C handler that checkpoints and exits cleanly.
+    pub handle_ctrl_c: bool,
+    /// No progress bar or log lines.
+    pub quiet: bool,
+    /// A flag another thread may set to stop the run the same way Ctrl-C does.
+    pub stop_flag: Option<Arc<AtomicBool>>,
+}
+
+/// What a finished (or interrupted) run reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunSummary {
+    /// The run directory.
+    pub run_dir: PathBuf,
+    /// Steps completed.
+    pub steps: u64,
+    /// Images drawn.
+    pub images_seen: u64,
+    /// Whether the run stopped before `iterations` (Ctrl-C or `stop_at_step`).
+    pub interrupted: bool,
+    /// Mean loss over the last logging interval.
+    pub last_loss: f64,
+    /// Steps skipped for a non-finite loss.
+    pub nonfinite_steps: u64,
+    /// Training images per second in this invocation.
+    pub images_per_second: f64,
+    /// The last checkpoint written.
+    pub checkpoint: Option<PathBuf>,
+}
+
+static CTRL_C: AtomicBool = AtomicBool::new(false);
+static CTRL_C_INSTALLED: std::sync::Once = std::sync::Once::new();
+
+fn install_ctrl_c() {
+    CTRL_C_INSTALLED.call_once(|| {
+        // A second Ctrl-C while the checkpoint is written falls through to the default (kill) only if the
+        // handler cannot be installed; then the user simply gets the default behaviour.
+        let _ = ctrlc::set_handler(|| CTRL_C.store(true, Ordering::SeqCst));
+    });
+}
+
+/// Starts a new run from `cfg` with `--set` style `overrides` already applied and validated. Refuses a run
+/// directory that already holds checkpoints (use [`resume`]).
+pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<RunSummary> {
+    cfg.validate()?;
+    let run_dir = cfg.output.run_dir.clone();
+    if checkpoint::latest_checkpoint(&run_dir)?.is_some() {
+        return Err(TrainError::invalid(
+            "output.run_dir",
+            format!(
+                "{} already holds checkpoints; resume it or choose another directory",
+                run_dir.display()
+            ),
+        ));
+    }
+    std::fs::create_dir_all(&run_dir).map_err(|e| TrainError::io(&run_dir, e))?;
+    let json = serde_json::to_vec_pretty(cfg).expect("config serializes");
+    sample::write_atomic(&run_dir.join(CONFIG_FILE), &json)?;
+    Trainer::new(cfg.clone(), run_dir, None)?.run(opts)
+}
+
+/// Loads the TOML config at `path` with `overrides` and trains (the `ect train --config FILE --set ...`
+/// entry point).
+pub fn train_from_file(path: &Path, overrides: &[String], opts: &RunOptions) -> Result<RunSummary> {
+    let cfg = TrainConfig::load(path, overrides)?;
+    train(&cfg, opts)
+}
+
+/// Reads the resolved configuration of a run directory.
+pub fn read_run_config(run_dir: &Path) -> Result<TrainConfig> {
+    let path = run_dir.join(CONFIG_FILE);
+    let text = std::fs::read_to_string(&path).map_err(|e| TrainError::io(&path, e))?;
+    let cfg: TrainConfig = serde_json::from_str(&text).map_err(|e| TrainError::ConfigParse {
+        origin: path.display().to_string(),
+        message: e.to_string(),
+    })?;
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+/// Continues a run from its latest checkpoint (or from the start when it has none), with the
+/// configuration recorded in the run directory; `iterations` may be raised to extend a finished run.
+pub fn resume(run_dir: &Path, iterations: Option<u64>, opts: &RunOptions) -> Result<RunSummary> {
+    let mut cfg = read_run_config(run_dir)?;
+    if let Some(it) = iterations {
+        cfg.iterations = it;
+        cfg.validate()?;
+        let json = serde_json::to_vec_pretty(&cfg).expect("config serializes");
+        sample::write_atomic(&run_dir.join(CONFIG_FILE), &json)?;
+    }
+    let ckpt = checkpoint::latest_checkpoint(run_dir)?;
+    Trainer::new(cfg, run_dir.to_path_buf(), ckpt.as_deref())?.run(opts)
+}
+
+/// Opens the configured dataset.
+pub fn open_dataset(cfg: &TrainConfig) -> Result<Box<dyn ect_data::Dataset>> {
+    let format = cfg
+        .data
+        .format
+        .parse()
+        .map_err(|e| TrainError::invalid("data.format", format!("{e}")))?;
+    let split = cfg
+        .data
+        .split
+        .parse()
+        .map_err(|e| TrainError::invalid("data.split", format!("{e}")))?;
+    let spec = ect_data::DatasetSpec {
+        path: cfg.data.path.clone(),
+        format,
+        split,
+        require_labels: cfg.data.conditional,
+        resolution: cfg.data.resolution,
+    };
+    ect_data::open(&spec).map_err(|e| {
+        TrainError::external(format!("opening data.path {}", cfg.data.path.display()), e)
+    })
+}
+
+/// Sigma/time draws of one micro-batch.
+enum Draw {
+    Ect(Vec<f64>),
+    Edm(Vec<f64>),
+    Ict { t: Vec<f64>, r: Vec<f64> },
+}
+
+/// The iCT time grid for an iteration: Karras times (ascending, without the trailing 0) and the
+/// probability of each adjacent pair.
+struct IctGrid {
+    n: u64,
+    sigmas: Vec<f64>,
+    probs: Vec<f64>,
+}
+
+struct Trainer {
+    cfg: TrainConfig,
+    run_dir: PathBuf,
+    device: Device,
+    net: Network,
+    sampler_net: Network,
+    opt: Optimizer,
+    ema: Ema,
+    feeder: Feeder,
+    state: TrainState,
+    stages: StageSchedule,
+    label_dim: i64,
+    ict: Option<IctGrid>,
+    ict_c: f64,
+}
+
+impl Trainer {
+    fn new(cfg: TrainConfig, run_dir: PathBuf, ckpt: Option<&Path>) -> Result<Self> {
+        let device = parse_device(&cfg.device)?;
+        let net_cfg = Network::parse_config(&cfg.network)?;
+        rng::seed_torch(cfg.seed, 0, Stream::Init);
+        let net = Network::new(&net_cfg, device)?;
+        let sampler_net = Network::new(&net_cfg, device)?;
+        let dataset = open_dataset(&cfg)?;
+        let (c, h, w) = (
+            dataset.channels() as i64,
+            dataset.height() as i64,
+            dataset.width() as i64,
+        );
+        if (c, h, w)
+            != (
+                net_cfg.img_channels(),
+                net_cfg.img_resolution(),
+                net_cfg.img_resolution(),
+            )
+        {
+            return Err(TrainError::invalid(
+                "network.img_resolution",
+                format!(
+                    "the network takes {}x{}x{} images, data.path holds {c}x{h}x{w}",
+                    net_cfg.img_channels(),
+                    net_cfg.img_resolution(),
+                    net_cfg.img_resolution()
+                ),
+            ));
+        }
+        let label_dim = net_cfg.label_dim();
+        if cfg.data.conditional && dataset.label_dim() as i64 > label_dim {
+            return Err(TrainError::invalid(
+                "network.label_dim",
+                format!(
+                    "is {label_dim}, the data has {} classes",
+                    dataset.label_dim()
+                ),
+            ));
+        }
+        let mut state = TrainState {
+            step: 0,
+            optim_steps: 0,
+            images_seen: 0,
+            seed: cfg.seed,
+            nonfinite_total: 0,
+            nonfinite_run: 0,
+            train_seconds: 0.0,
+        };
+        let mut opt = Optimizer::new(&net.vs, &cfg.optimizer);
+        let mut ema;
+        match ckpt {
+            Some(dir) => {
+                state = checkpoint::read_state(dir)?;
+                if state.seed != cfg.seed {
+                    return Err(TrainError::Checkpoint {
+                        path: dir.to_path_buf(),
+                        message: format!(
+                            "was written with seed {}, the config says {}",
+                            state.seed, cfg.seed
+                        ),
+                    });
+                }
+                checkpoint::load_vars(&net.vs, &dir.join(checkpoint::MODEL_FILE))?;
+                opt.load(&dir.join(checkpoint::OPTIM_FILE), state.optim_steps)?;
+                ema = Ema::new(&net.vs, &cfg.ema);
+                ema.load(dir)?;
+            }
+            None => {
+                init_weights(&net, &cfg)?;
+                ema = Ema::new(&net.vs, &cfg.ema);
+            }
+        }
+        let feeder = Feeder::new(dataset, cfg.seed, cfg.data.xflip, state.images_seen)?;
+        let stages = StageSchedule {
+            iters_per_stage: cfg.schedule.iters_per_stage,
+        };
+        let ict_c = match &cfg.objective {
+            ObjectiveConfig::Ict { c: Some(c), .. } => *c,
+            _ => ect_schedule::ict::pseudo_huber_c((c * h * w) as usize),
+        };
+        Ok(Self {
+            cfg,
+            run_dir,
+            device,
+            net,
+            sampler_net,
+            opt,
+            ema,
+            feeder,
+            state,
+            stages,
+            label_dim,
+            ict: None,
+            ict_c,
+        })
+    }
+
+    fn labels(&self, classes: Option<&[i64]>) -> Option<Tensor> {
+        if self.label_dim == 0 {
+            return None;
+        }
+        classes
+            .filter(|_| self.cfg.data.conditional)
+            .map(|c| sample::one_hot(c, self.label_dim, self.device))
+    }
+
+    /// The iCT grid for iteration `step` (cached while `N` stays the same).
+    fn ict_grid(&mut self, step: u64) -> &IctGrid {
+        let ObjectiveConfig::Ict {
+            p_mean,
+            p_std,
+            s0,
+            s1,
+            sigma_min,
+            sigma_max,
+            rho,
+            ..
+        } = self.cfg.objective
+        else {
+            unreachable!("only called for iCT")
+        };
+        let n = ect_schedule::ict::discretization_steps(step, self.cfg.iterations, s0, s1);
+        if self.ict.as_ref().map(|g| g.n) != Some(n) {
+            let sigmas = ect_schedule::ict::karras_ascending(n as usize, sigma_min, sigma_max, rho);
+            let probs = ect_schedule::ict::index_probabilities(&sigmas, p_mean, p_std);
+            self.ict = Some(IctGrid { n, sigmas, probs });
+        }
+        self.ict.as_ref().expect("set above")
+    }
+
+    fn draw(&mut self, step: u64, n: usize, rng: &mut rand_chacha::ChaCha8Rng) -> Draw {
+        let normals = |rng: &mut rand_chacha::ChaCha8Rng| -> Vec<f64> {
+            (0..n)
+                .map(|_| rng.sample::<f64, _>(StandardNormal))
+                .collect()
+        };
+        match self.cfg.objective.clone() {
+            ObjectiveConfig::Ect { p_mean, p_std, .. } => {
+                let ln = LogNormal { p_mean, p_std };
+                Draw::Ect(
+                    normals(rng)
+                        .into_iter()
+                        .map(|z| ln.t_from_normal(z))
+                        .collect(),
+                )
+            }
+            ObjectiveConfig::Edm { p_mean, p_std, .. } => {
+                let ln = LogNormal { p_mean, p_std };
+                Draw::Edm(
+                    normals(rng)
+                        .into_iter()
+                        .map(|z| ln.t_from_normal(z))
+                        .collect(),
+                )
+            }
+            ObjectiveConfig::Ict { .. } => {
+                let grid = self.ict_grid(step);
+                let (mut t, mut r) = (Vec::with_capacity(n), Vec::with_capacity(n));
+                for _ in 0..n {
+                    let i = ect_schedule::ict::sample_index(&grid.probs, rng);
+                    r.push(grid.sigmas[i]);
+                    t.push(grid.sigmas[i + 1]);
+                }
+                Draw::Ict { t, r }
+            }
+        }
+    }
+
+    fn loss(&self, draw: &Draw, x0: &Tensor, labels: Option<&Tensor>, stage: u32) -> LossOutput {
+        let eps = x0.randn_like();
+        match (&self.cfg.objective, draw) {
+            (
+                ObjectiveConfig::Ect {
+                    weighting,
+                    c,
+                    sigma_data,
+                    ..
+                },
+                Draw::Ect(t),
+            ) => EctLoss {
+                mapping: self.cfg.schedule.mapping,
+                q: self.cfg.schedule.q,
+                weighting: *weighting,
+                c: *c,
+                sigma_data: *sigma_data,
+            }
+            .compute(&self.net, x0, labels, t, stage, &eps),
+            (ObjectiveConfig::Edm { sigma_data, .. }, Draw::Edm(s)) => {
+                loss::edm_loss(&self.net, x0, labels, s, &eps, *sigma_data)
+            }
+            (ObjectiveConfig::Ict { .. }, Draw::Ict { t, r }) => {
+                loss::ict_loss(&self.net, x0, labels, t, r, &eps, self.ict_c)
+            }
+            _ => unreachable!("draw matches the objective"),
+        }
+    }
+
+    fn checkpoint(&self) -> Result<PathBuf> {
+        let net = &self.net;
+        checkpoint::write_checkpoint(
+            &self.run_dir,
+            &self.state,
+            self.cfg.output.keep_last,
+            |dir| {
+                checkpoint::save_vars(&net.vs, &dir.join(checkpoint::MODEL_FILE))?;
+                self.opt.save(&dir.join(checkpoint::OPTIM_FILE))?;
+                self.ema.save(dir)
+            },
+        )
+    }
+
+    /// Sample grids from fixed noise with the first EMA track, named by step.
+    fn write_samples(&mut self) -> Result<()> {
+        self.ema.copy_into(0, &self.sampler_net.vs)?;
+        let dir = self.run_dir.join("samples");
+        let n = self.cfg.sampling.grid_images as i64;
+        let cfg = self.sampler_net.precond.config().clone();
+        let shape = [
+            n,
+            cfg.img_channels(),
+            cfg.img_resolution(),
+            cfg.img_resolution(),
+        ];
+        let classes: Vec<i64> = (0..n)
+            .map(|i| {
+                if self.label_dim > 0 {
+                    i % self.label_dim
+                } else {
+                    0
+                }
+            })
+            .collect();
+        let labels =
+            (self.label_dim > 0).then(|| sample::one_hot(&classes, self.label_dim, self.device));
+        let step = self.state.step;
+        rng::seed_torch(self.cfg.seed, 0, Stream::Samples);
+        let z = Tensor::randn(shape, (Kind::Float, self.device));
+        let outputs: Vec<(String, Tensor)> = match self.cfg.objective {
+            ObjectiveConfig::Edm { .. } => {
+                let s = &self.cfg.sampling;
+                let grid = sample::karras_grid(s.heun_steps, s.sigma_min, s.sigma_max, s.rho);
+                vec![(
+                    "heun".to_owned(),
+                    sample::heun_sample(&self.sampler_net, &z, labels.as_ref(), &grid),
+                )]
+            }
+            _ => self
+                .cfg
+                .sampling
+                .grids
+                .iter()
+                .map(|g| {
+                    let name = format!("{}step", g.len() - 1);
+                    let x = sample::consistency_sample(
+                        &self.sampler_net,
+                        &z,
+                        labels.as_ref(),
+                        g,
+                        || z.randn_like(),
+                    );
+                    (name, x)
+                })
+                .collect(),
+        };
+        for (name, x) in outputs {
+            sample::write_png_grid(
+                &dir.join(format!("{name}-{step:09}.png")),
+                &sample::to_u8(&x),
+            )?;
+        }
+        Ok(())
+    }
+
+    fn run(mut self, opts: &RunOptions) -> Result<RunSummary> {
+        if opts.handle_ctrl_c {
+            install_ctrl_c();
+        }
+        let cfg = self.cfg.clone();
+        let batch = cfg.batch_size as usize;
+        let micro = cfg.micro_batch_size() as usize;
+        let stats_path = self.run_dir.join(STATS_FILE);
+        let mut stats_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&stats_path)
+            .map_err(|e| TrainError::io(&stats_path, e))?;
+        let bar = (!opts.quiet && std::io::stderr().is_terminal()).then(|| {
+            let b = indicatif::ProgressBar::new(cfg.iterations);
+            b.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}",
+                )
+                .expect("valid template"),
+            );
+            b.set_position(self.state.step);
+            b
+        });
+        let start_step = self.state.step;
+        let started = Instant::now();
+        let seconds_before = self.state.train_seconds;
+        let mut interval = Interval::default();
+        let mut last_loss = f64::NAN;
+        let mut last_ckpt = None;
+        let mut interrupted = false;
+        while self.state.step < cfg.iterations {
+            let stop_requested = CTRL_C.load(Ordering::SeqCst)
+                || opts
+                    .stop_flag
+                    .as_ref()
+                    .is_some_and(|f| f.load(Ordering::SeqCst))
+                || opts.stop_at_step.is_some_and(|s| self.state.step >= s);
+            if stop_requested {
+                interrupted = true;
+                break;
+            }
+            let step = self.state.step;
+            let stage = self.stages.stage_at(step);
+            let lr = cfg.optimizer.lr_at(step);
+            let mut trng = rng::rng(cfg.seed, step, Stream::Times);
+            rng::seed_torch(cfg.seed, step, Stream::Torch);
+            let wait_before = self.feeder.wait_seconds();
+            let step_start = Instant::now();
+            self.opt.zero_grad();
+            let mut loss_sum = 0f64;
+            let (mut t_sum, mut r_sum, mut rt_sum) = (0f64, 0f64, 0f64);
+            for _ in 0..batch / micro {
+                let b = self.feeder.next_batch(micro, self.device)?;
+                let labels = self.labels(b.classes.as_deref());
+                let draw = self.draw(step, micro, &mut trng);
+                let out = self.loss(&draw, &b.images, labels.as_ref(), stage);
+                let l = out.per_sample.sum(Kind::Float) / batch as f64;
+                loss_sum += l.double_value(&[]);
+                if loss_sum.is_finite() {
+                    l.backward();
+                }
+                t_sum += out.t.iter().sum::<f64>();
+                r_sum += out.r.iter().sum::<f64>();
+                rt_sum += out.mean_r_over_t() * micro as f64;
+            }
+            self.state.step += 1;
+            self.state.images_seen = self.feeder.images_seen();
+            if loss_sum.is_finite() {
+                self.opt.sanitize_grads(cfg.optimizer.grad_clip);
+                self.opt.step(lr);
+                self.state.optim_steps = self.opt.step_count();
+                self.ema
+                    .update(&self.net.vs, self.state.step, cfg.batch_size);
+                self.state.nonfinite_run = 0;
+                interval.add(
+                    loss_sum,
+                    t_sum / batch as f64,
+                    r_sum / batch as f64,
+                    rt_sum / batch as f64,
+                );
+            } else {
+                self.opt.zero_grad();
+                self.state.nonfinite_total += 1;
+                self.state.nonfinite_run += 1;
+                if self.state.nonfinite_run >= cfg.output.max_nonfinite {
+                    if let Some(b) = &bar {
+                        b.abandon();
+                    }
+                    return Err(TrainError::Diverged {
+                        count: self.state.nonfinite_run,
+                        step: self.state.step,
+                    });
+                }
+            }
+            interval.seconds += step_start.elapsed().as_secs_f64();
+            interval.wait += self.feeder.wait_seconds() - wait_before;
+            interval.images += batch as u64;
+            self.state.train_seconds = seconds_before + started.elapsed().as_secs_f64();
+
+            let s = self.state.step;
+            let every = |n: u64| n > 0 && s % n == 0;
+            if every(cfg.output.log_every) || s == cfg.iterations {
+                let rec = interval.record(&self.state, stage, lr);
+                last_loss = rec.loss;
+                let mut line = serde_json::to_string(&rec).expect("stats serialize");
+                line.push('\n');
+                stats_file
+                    .write_all(line.as_bytes())
+                    .map_err(|e| TrainError::io(&stats_path, e))?;
+                let msg = format!(
+                    "loss {:.4} stage {} r/t {:.3} lr {:.2e} {:.1} img/s",
+                    rec.loss, rec.stage, rec.mean_r_over_t, rec.lr, rec.images_per_sec
+                );
+                match &bar {
+                    Some(b) => b.set_message(msg),
+                    None if !opts.quiet => eprintln!("step {s}/{} {msg}", cfg.iterations),
+                    None => {}
+                }
+                interval = Interval::default();
+            }
+            if let Some(b) = &bar {
+                b.set_position(s);
+            }
+            if every(cfg.output.sample_every) {
+                self.write_samples()?;
+            }
+            if every(cfg.output.checkpoint_every) && s < cfg.iterations {
+                last_ckpt = Some(self.checkpoint()?);
+            }
+        }
+        if interval.images > 0 {
+            let rec = interval.record(
+                &self.state,
+                self.stages.stage_at(self.state.step),
+                cfg.optimizer.lr_at(self.state.step),
+            );
+            last_loss = if rec.loss.is_finite() {
+                rec.loss
+            } else {
+                last_loss
+            };
+            let mut line = serde_json::to_string(&rec).expect("stats serialize");
+            line.push('\n');
+            stats_file
+                .write_all(line.as_bytes())
+                .map_err(|e| TrainError::io(&stats_path, e))?;
+        }
+        if self.state.step > start_step || last_ckpt.is_none() {
+            last_ckpt = Some(self.checkpoint()?);
+        }
+        if !interrupted && cfg.output.sample_every > 0 {
+            self.write_samples()?;
+        }
+        if let Some(b) = &bar {
+            b.finish();
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        let done = self.state.step - start_step;
+        if interrupted && !opts.quiet {
+            eprintln!(
+                "stopped at step {}; checkpoint written, resume with `ect resume {}`",
+                self.state.step,
+                self.run_dir.display()
+            );
+        }
+        Ok(RunSummary {
+            run_dir: self.run_dir.clone(),
+            steps: self.state.step,
+            images_seen: self.state.images_seen,
+            interrupted,
+            last_loss,
+            nonfinite_steps: self.state.nonfinite_total,
+            images_per_second: if elapsed > 0.0 {
+                (done * cfg.batch_size) as f64 / elapsed
+            } else {
+                0.0
+            },
+            checkpoint: last_ckpt,
+        })
+    }
+}
+
+/// Loads the configured initial weights into `net` (random init needs nothing).
+fn init_weights(net: &Network, cfg: &TrainConfig) -> Result<()> {
+    match &cfg.init {
+        crate::config::InitConfig::Random => Ok(()),
+        crate::config::InitConfig::Weights { path } => checkpoint::load_vars(&net.vs, path),
+        crate::config::InitConfig::Run { path } => {
+            let ckpt = checkpoint::latest_checkpoint(path)?.ok_or_else(|| {
+                TrainError::invalid(
+                    "init.path",
+                    format!("{} holds no checkpoint", path.display()),
+                )
+            })?;
+            let other = read_run_config(path)?;
+            let label = other
+                .ema
+                .labels()
+                .into_iter()
+                .next()
+                .expect("at least one EMA track");
+            checkpoint::load_vars(&net.vs, &ckpt.join(format!("{label}.safetensors")))
+        }
+    }
+}
+
+/// Accumulates one logging interval.
+#[derive(Default)]
+struct Interval {
+    loss: f64,
+    mean_t: f64,
+    mean_r: f64,
+    mean_rt: f64,
+    counted: u64,
+    images: u64,
+    seconds: f64,
+    wait: f64,
+}
+
+/// One line of `stats.jsonl`.
+#[derive(Debug, Serialize)]
+struct StatsRecord {
+    step: u64,
+    images_seen: u64,
+    loss: f64,
+    stage: u32,
+    mean_t: f64,
+    mean_r: f64,
+    mean_r_over_t: f64,
+    lr: f64,
+    images_per_sec: f64,
+    data_wait_fraction: f64,
+    nonfinite_total: u64,
+    peak_rss_mib: Option<f64>,
+    train_seconds: f64,
+}
+
+impl Interval {
+    fn add(&mut self, loss: f64, t: f64, r: f64, rt: f64) {
+        self.loss += loss;
+        self.mean_t += t;
+        self.mean_r += r;
+        self.mean_rt += rt;
+        self.counted += 1;
+    }
+
+    fn record(&self, state: &TrainState, stage: u32, lr: f64) -> StatsRecord {
+        let k = self.counted.max(1) as f64;
+        StatsRecord {
+            step: state.step,
+            images_seen: state.images_seen,
+            loss: if self.counted > 0 {
+                self.loss / k
+            } else {
+                f64::NAN
+            },
+            stage,
+            mean_t: self.mean_t / k,
+            mean_r: self.mean_r / k,
+            mean_r_over_t: self.mean_rt / k,
+            lr,
+            images_per_sec: if self.seconds > 0.0 {
+                self.images as f64 / self.seconds
+            } else {
+                0.0
+            },
+            data_wait_fraction: if self.seconds > 0.0 {
+                self.wait / self.seconds
+            } else {
+                0.0
+            },
+            nonfinite_total: state.nonfinite_total,
+            peak_rss_mib: peak_rss_mib(),
+            train_seconds: state.train_seconds,
+        }
+    }
+}
+
+/// Peak resident memory of this process (Linux `VmHWM`), in MiB.
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
