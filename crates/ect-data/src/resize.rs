@@ -95,16 +95,26 @@ fn clip8(v: i64) -> u8 {
 fn horizontal(src: &[u8], w: usize, h: usize, c: usize, out_w: usize, filter: Filter) -> Vec<u8> {
     let co = precompute(w, out_w, filter);
     let mut out = vec![0u8; out_w * h * c];
-    for y in 0..h {
-        let row = &src[y * w * c..(y + 1) * w * c];
-        for (xx, &(xmin, xmax)) in co.bounds.iter().enumerate() {
+    for (row, out_row) in src
+        .chunks_exact(w * c)
+        .zip(out.chunks_exact_mut(out_w * c))
+        .take(h)
+    {
+        for (xx, (&(xmin, xmax), px)) in co
+            .bounds
+            .iter()
+            .zip(out_row.chunks_exact_mut(c))
+            .enumerate()
+        {
             let k = &co.kk[xx * co.ksize..xx * co.ksize + xmax];
-            for ch in 0..c {
-                let mut ss: i64 = 1 << (PRECISION_BITS - 1);
-                for (x, &kx) in k.iter().enumerate() {
-                    ss += row[(x + xmin) * c + ch] as i64 * kx as i64;
+            let mut ss = [1i64 << (PRECISION_BITS - 1); 4];
+            for (p, &kx) in row[xmin * c..(xmin + xmax) * c].chunks_exact(c).zip(k) {
+                for (s, &v) in ss.iter_mut().zip(p) {
+                    *s += v as i64 * kx as i64;
                 }
-                out[(y * out_w + xx) * c + ch] = clip8(ss);
+            }
+            for (o, &s) in px.iter_mut().zip(&ss) {
+                *o = clip8(s);
             }
         }
     }
@@ -115,14 +125,23 @@ fn vertical(src: &[u8], w: usize, h: usize, c: usize, out_h: usize, filter: Filt
     let co = precompute(h, out_h, filter);
     let stride = w * c;
     let mut out = vec![0u8; stride * out_h];
-    for (yy, &(ymin, ymax)) in co.bounds.iter().enumerate() {
+    let mut acc = vec![0i64; stride];
+    for (yy, (&(ymin, ymax), out_row)) in co
+        .bounds
+        .iter()
+        .zip(out.chunks_exact_mut(stride))
+        .enumerate()
+    {
         let k = &co.kk[yy * co.ksize..yy * co.ksize + ymax];
-        for i in 0..stride {
-            let mut ss: i64 = 1 << (PRECISION_BITS - 1);
-            for (y, &ky) in k.iter().enumerate() {
-                ss += src[(y + ymin) * stride + i] as i64 * ky as i64;
+        acc.fill(1i64 << (PRECISION_BITS - 1));
+        for (y, &ky) in k.iter().enumerate() {
+            let row = &src[(y + ymin) * stride..(y + ymin + 1) * stride];
+            for (a, &v) in acc.iter_mut().zip(row) {
+                *a += v as i64 * ky as i64;
             }
-            out[yy * stride + i] = clip8(ss);
+        }
+        for (o, &a) in out_row.iter_mut().zip(&acc) {
+            *o = clip8(a);
         }
     }
     out
@@ -151,7 +170,13 @@ pub fn resize(
 /// ADM's `center_crop_arr` / EDM2's `--transform=center-crop-dhariwal`: halve with a box filter while
 /// the short side is at least twice `size`, bicubic-resize the short side to `size` (Python's
 /// round-half-even on the long side), then take the centered `size x size` crop. Interleaved in and out.
+///
+/// # Panics
+/// As [`resize`].
 pub fn center_crop_dhariwal(src: &[u8], w: usize, h: usize, c: usize, size: usize) -> Vec<u8> {
+    if size == 0 || w == 0 || h == 0 {
+        return Vec::new();
+    }
     let (mut px, mut w, mut h) = (src.to_vec(), w, h);
     while w.min(h) >= 2 * size {
         let (nw, nh) = (w / 2, h / 2);

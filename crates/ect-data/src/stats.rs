@@ -72,6 +72,11 @@ pub fn dataset_stats(ds: &dyn Dataset) -> Result<DatasetStats> {
     })
 }
 
+/// Opens the dataset `spec` describes and computes its [`DatasetStats`] (what `ect data stats` prints).
+pub fn stats_of(spec: &crate::DatasetSpec) -> Result<DatasetStats> {
+    dataset_stats(&*crate::open(spec)?)
+}
+
 /// Lower-case hex of a byte string.
 pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
