@@ -12,11 +12,10 @@
 //! These flags must never go into a global `RUSTFLAGS`: proc-macro crates would then load
 //! `libtorch_cuda` into `rustc` itself, which crashes.
 //!
+//! In `build.rs`:
+//!
 //! ```no_run
-//! // build.rs
-//! fn main() {
-//!     ect_torch_link::emit();
-//! }
+//! ect_torch_link::emit();
 //! ```
 
 use std::path::{Path, PathBuf};
