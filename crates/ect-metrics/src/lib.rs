@@ -4,8 +4,10 @@
 //! - [`stats`]: feature mean and covariance accumulated over batches.
 //! - [`npy`], [`npz`]: NumPy arrays and EDM's `.npz` reference statistics.
 //! - [`inception_score`], [`kid`], [`precision_recall`]: the other sample-quality metrics.
+//! - [`extract`]: feature extractors (TorchScript Inception-v3 and DINOv2, the built-in Fashion-MNIST net).
 
 pub mod error;
+pub mod extract;
 pub mod frechet;
 pub mod inception_score;
 pub mod kid;
@@ -15,6 +17,7 @@ pub mod precision_recall;
 pub mod stats;
 
 pub use error::{MetricsError, Result};
+pub use extract::{FeatureExtractor, Features, ImageBatch};
 pub use frechet::frechet_distance;
 pub use inception_score::{inception_score, InceptionScore};
 pub use kid::{kernel_inception_distance, Kid, KidConfig};
