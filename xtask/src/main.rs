@@ -3,8 +3,8 @@
 
 mod bench;
 mod ect_bin;
+mod experiment;
 mod libtorch;
-#[allow(dead_code)] // used by the experiment commands
 mod plot;
 #[allow(dead_code)] // used by the scaling sweep
 mod powerlaw;
@@ -32,6 +32,21 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// The main job: pretrain a diffusion model (cached), tune it with ECT, sample, score, report.
+    /// Without --config it runs the embedded Fashion-MNIST quick preset.
+    TrainEct(experiment::ExperimentArgs),
+    /// Only the diffusion pretraining of an experiment (cached and reused by train-ect).
+    PretrainDm(experiment::ExperimentArgs),
+    /// Sample, score and report an existing run root (runs/<name>).
+    Eval {
+        /// The run root written by train-ect.
+        run_dir: std::path::PathBuf,
+        /// Override an evaluation field, e.g. `experiment.eval.samples=1000`.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+    },
+    /// Sample a trained model: `cargo xtask sample RUN_DIR --steps 1|2 --n N --out FILE.npy|FILE.png`.
+    Sample(SampleArgs),
     /// Run the criterion benchmarks of the crates (all by default) and print one table.
     Bench(bench::BenchArgs),
     /// Run any cargo command with the libtorch environment, e.g. `cargo xtask cargo run -p ect -- info`.
@@ -40,6 +55,49 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         args: Vec<String>,
     },
+}
+
+/// Options of `cargo xtask sample`.
+#[derive(Debug, clap::Args)]
+struct SampleArgs {
+    /// A run root of train-ect (its `tune/` run is sampled) or any `ect` run directory.
+    run_dir: std::path::PathBuf,
+    /// Consistency sampling steps (1: [80, 0]; 2: [80, 0.821, 0]).
+    #[arg(long, default_value_t = 2)]
+    steps: u32,
+    /// Number of images.
+    #[arg(long, default_value_t = 5000)]
+    n: u64,
+    /// Seed of the noise.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Output: `.npy` (u8, N,C,H,W) or `.png` (a grid).
+    #[arg(long)]
+    out: std::path::PathBuf,
+}
+
+fn sample(a: &SampleArgs) -> anyhow::Result<()> {
+    let source = if a.run_dir.join("tune/config.json").exists() {
+        a.run_dir.join("tune")
+    } else {
+        a.run_dir.clone()
+    };
+    let torch = libtorch::ensure()?;
+    let bin = ect_bin::build(&torch)?;
+    let args: Vec<String> = vec![
+        "sample".into(),
+        "--from".into(),
+        source.display().to_string(),
+        "--steps".into(),
+        a.steps.to_string(),
+        "--n".into(),
+        a.n.to_string(),
+        "--seed".into(),
+        a.seed.to_string(),
+        "--out".into(),
+        a.out.display().to_string(),
+    ];
+    ect_bin::run(&bin, &args)
 }
 
 /// Prints the error chain on one line per cause, without a backtrace (users' errors are not bugs).
@@ -63,6 +121,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Test(args) => test::run(&args),
         Command::Bench(args) => bench::run(&args),
+        Command::TrainEct(args) => experiment::train_ect(&args),
+        Command::PretrainDm(args) => experiment::pretrain_dm(&args),
+        Command::Eval { run_dir, set } => experiment::eval(&run_dir, &set),
+        Command::Sample(args) => sample(&args),
         Command::Ect { args } => {
             let torch = libtorch::ensure()?;
             let ect = ect_bin::build(&torch)?;
