@@ -128,21 +128,21 @@ impl SongUNetConfig {
         vec![1.0, 1.0]
     }
 
-    /// DDPM++ as ECT / EDM configure it for CIFAR-10 (`--arch=ddpmpp`, with `augment_dim = 9`).
+    /// DDPM++ as ECT / EDM configure it for CIFAR-10 (`--arch=ddpmpp`) without augmentation labels.
+    /// (EDM's published checkpoints were trained with `augment_dim = 9`: 1,152 more parameters in
+    /// `map_augment`; a converted checkpoint carries its own config.)
     pub fn ddpmpp_cifar10(dropout: f64) -> Self {
         SongUNetConfig {
             channel_mult: vec![2, 2, 2],
-            augment_dim: 9,
             dropout,
             ..Self::default()
         }
     }
 
-    /// NCSN++ as ECT / EDM configure it for CIFAR-10 (`--arch=ncsnpp`, with `augment_dim = 9`).
+    /// NCSN++ as ECT / EDM configure it for CIFAR-10 (`--arch=ncsnpp`) without augmentation labels.
     pub fn ncsnpp_cifar10(dropout: f64) -> Self {
         SongUNetConfig {
             channel_mult: vec![2, 2, 2],
-            augment_dim: 9,
             dropout,
             embedding_type: EmbeddingType::Fourier,
             channel_mult_noise: 2,

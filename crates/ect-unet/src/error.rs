@@ -2,6 +2,9 @@
 
 use std::path::PathBuf;
 
+/// `(name, network shape, file shape)` of one tensor whose shapes disagree.
+pub type ShapeMismatch = (String, Vec<i64>, Vec<i64>);
+
 /// Everything that can go wrong when building, loading, saving or checking a network.
 #[derive(Debug, thiserror::Error)]
 pub enum UnetError {
@@ -47,7 +50,7 @@ pub enum UnetError {
         /// Names the file has but the network lacks.
         unexpected: Vec<String>,
         /// `(name, network shape, file shape)` for every shape disagreement.
-        shape_mismatches: Vec<(String, Vec<i64>, Vec<i64>)>,
+        shape_mismatches: Vec<ShapeMismatch>,
     },
     /// A fixture directory lacks a tensor or holds one of the wrong shape.
     #[error("fixture {}: {reason}", dir.display())]
@@ -65,7 +68,7 @@ pub enum UnetError {
 fn describe_mismatch(
     missing: &[String],
     unexpected: &[String],
-    shapes: &[(String, Vec<i64>, Vec<i64>)],
+    shapes: &[ShapeMismatch],
 ) -> String {
     let mut s = String::new();
     if !missing.is_empty() {
