@@ -408,15 +408,15 @@ pub fn write_zip_with_progress(
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<PathBuf> {
     use rayon::prelude::*;
-    const CHUNK: usize = 256;
     let mut w = EdmZipWriter::create(dest)?;
     let shape = [ds.channels(), ds.height(), ds.width()];
     let size = ds.image_size();
     let n = ds.len();
-    let mut buf = vec![0u8; CHUNK.min(n.max(1)) * size];
+    let chunk_n = crate::stats::chunk_len(size);
+    let mut buf = vec![0u8; chunk_n.min(n.max(1)) * size];
     let mut start = 0;
     while start < n {
-        let count = CHUNK.min(n - start);
+        let count = chunk_n.min(n - start);
         let chunk = &mut buf[..count * size];
         chunk
             .par_chunks_mut(size)

@@ -27,8 +27,13 @@ pub struct DatasetStats {
     pub pixel_mean: f64,
 }
 
-/// Images decoded at once (in parallel) before they are hashed in order.
-const CHUNK: usize = 512;
+/// Images decoded at once (in parallel) before they are hashed in order: up to 512, within 64 MiB.
+pub(crate) fn chunk_len(image_size: usize) -> usize {
+    (64usize << 20)
+        .checked_div(image_size)
+        .unwrap_or(512)
+        .clamp(1, 512)
+}
 
 /// Computes [`DatasetStats`] by decoding every image (in parallel, hashed in index order).
 pub fn dataset_stats(ds: &dyn Dataset) -> Result<DatasetStats> {
@@ -37,10 +42,11 @@ pub fn dataset_stats(ds: &dyn Dataset) -> Result<DatasetStats> {
     let mut hasher = Sha256::new();
     let mut sum: u64 = 0;
     let mut label_counts = vec![0u64; ds.label_dim()];
-    let mut buf = vec![0u8; CHUNK.min(n.max(1)) * size];
+    let chunk_n = chunk_len(size);
+    let mut buf = vec![0u8; chunk_n.min(n.max(1)) * size];
     let mut start = 0;
     while start < n {
-        let count = CHUNK.min(n - start);
+        let count = chunk_n.min(n - start);
         let chunk = &mut buf[..count * size];
         chunk
             .par_chunks_mut(size)
