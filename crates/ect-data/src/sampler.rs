@@ -58,7 +58,10 @@ pub struct Sampler {
 }
 
 impl Sampler {
-    /// The stream over `n > 0` images for `seed`.
+    /// The stream over `n` images for `seed`.
+    ///
+    /// # Panics
+    /// When `n` is 0 ([`crate::loader::Loader::new`] rejects empty datasets before getting here).
     pub fn new(n: usize, seed: u64) -> Self {
         assert!(n > 0, "a sampler needs at least one image");
         Sampler {
