@@ -4,6 +4,7 @@
 //! - [`stats`]: feature mean and covariance accumulated over batches.
 //! - [`npy`], [`npz`]: NumPy arrays and EDM's `.npz` reference statistics.
 //! - [`inception_score`], [`kid`], [`precision_recall`]: the other sample-quality metrics.
+//! - [`samples`], [`score`]: scoring sample files like the reference, and the `ect metrics` commands.
 //! - [`extract`]: feature extractors (TorchScript Inception-v3 and DINOv2, the built-in Fashion-MNIST net).
 
 pub mod error;
@@ -14,6 +15,8 @@ pub mod kid;
 pub mod npy;
 pub mod npz;
 pub mod precision_recall;
+pub mod samples;
+pub mod score;
 pub mod stats;
 
 pub use error::{MetricsError, Result};
@@ -23,4 +26,5 @@ pub use inception_score::{inception_score, InceptionScore};
 pub use kid::{kernel_inception_distance, Kid, KidConfig};
 pub use npz::{load_stats_npz, save_stats_npz};
 pub use precision_recall::{precision_recall, PrecisionRecall};
+pub use score::Score;
 pub use stats::{FeatureStats, StatsAccumulator};

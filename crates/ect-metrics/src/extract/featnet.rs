@@ -335,3 +335,37 @@ pub fn accuracy(net: &FeatureNet, data: &LabeledImages<'_>) -> Result<f64> {
     }
     Ok(correct as f64 / n as f64)
 }
+
+/// Trains the feature net on Fashion-MNIST in `dir` (IDX files, gzipped or not, as `ect-data` reads
+/// them; `ect_data::fmnist::locate` finds the usual places), writes the weights to `out`
+/// (`.safetensors`) and reports the accuracy on the 10,000 test images.
+pub fn train_feature_net_on_fashion_mnist(
+    dir: &Path,
+    out: &Path,
+    cfg: &TrainConfig,
+    device: Device,
+) -> Result<TrainReport> {
+    let open = |split| {
+        let ds = ect_data::idx::open(dir, split).map_err(|e| MetricsError::Data(e.to_string()))?;
+        let labels = ds.labels().map(<[u32]>::to_vec).ok_or_else(|| {
+            MetricsError::Data(format!(
+                "{}: the {split} split has no labels file",
+                dir.display()
+            ))
+        })?;
+        Ok::<_, MetricsError>((ds, labels))
+    };
+    let (train, train_labels) = open(ect_data::Split::Train)?;
+    let (test, test_labels) = open(ect_data::Split::Test)?;
+    let train = LabeledImages {
+        pixels: train.pixels(),
+        labels: &train_labels,
+    };
+    let test = LabeledImages {
+        pixels: test.pixels(),
+        labels: &test_labels,
+    };
+    let (net, report) = train_feature_net(&train, Some(&test), cfg, device)?;
+    net.save(out)?;
+    Ok(report)
+}

@@ -1,0 +1,182 @@
+//! Scores as recorded with a run, and the library side of the `ect metrics` commands.
+//!
+//! The CLI calls:
+//! - `metrics fd A.npz B.npz` -> [`fd_of_files`];
+//! - `metrics stats` -> [`open_extractor`] then [`stats_of_dataset`] (any dataset `ect-data` opens) or
+//!   [`crate::samples::load_samples_npy`] + [`stats_of_images`], then [`crate::save_stats_npz`];
+//! - `metrics train-feature-net` -> [`crate::extract::featnet::train_feature_net_on_fashion_mnist`].
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tch::Device;
+
+use crate::error::{MetricsError, Result};
+use crate::extract::featnet::FeatureNet;
+use crate::extract::torchscript::TorchScriptExtractor;
+use crate::extract::{FeatureExtractor, ImageBatch};
+use crate::frechet::frechet_distance;
+use crate::npz::load_stats_npz;
+use crate::samples::Images;
+use crate::stats::{FeatureStats, StatsAccumulator};
+
+/// One metric value with what it was computed from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Score {
+    /// Metric name: "fid", "fd_dinov2", "fd_fmnist", "is", "kid", "precision", "recall".
+    pub metric: String,
+    /// The value.
+    pub value: f64,
+    /// Spread over splits or subsets, where the metric has one (IS, KID).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub std: Option<f64>,
+    /// The feature extractor's name (see [`FeatureExtractor::name`]).
+    pub extractor: String,
+    /// Number of generated samples scored.
+    pub num_samples: u64,
+    /// The reference statistics or dataset compared against, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+}
+
+/// Fréchet distance between the statistics in two EDM `.npz` files.
+pub fn fd_of_files(a: &Path, b: &Path) -> Result<f64> {
+    let (sa, sb) = (load_stats_npz(a)?, load_stats_npz(b)?);
+    if sa.dim() != sb.dim() {
+        return Err(MetricsError::dim(
+            format!("feature dimension of {} (vs {})", b.display(), a.display()),
+            sa.dim(),
+            sb.dim(),
+        ));
+    }
+    frechet_distance(&sa, &sb)
+}
+
+/// A Fréchet-distance [`Score`] of sample statistics against reference statistics.
+pub fn fd_score(
+    samples: &FeatureStats,
+    reference: &FeatureStats,
+    metric: &str,
+    extractor: &str,
+    reference_name: Option<&str>,
+) -> Result<Score> {
+    let num_samples = samples.num_samples().ok_or_else(|| {
+        MetricsError::arg(
+            "samples",
+            "statistics",
+            "the number of samples is unknown (compute them with stats_of_images)",
+        )
+    })?;
+    Ok(Score {
+        metric: metric.into(),
+        value: frechet_distance(samples, reference)?,
+        std: None,
+        extractor: extractor.into(),
+        num_samples,
+        reference: reference_name.map(str::to_string),
+    })
+}
+
+/// Which feature extractor to use.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum ExtractorChoice {
+    /// EDM's Inception-v3 (FID), exported by `scripts/export_inception.py`.
+    Inception {
+        /// The TorchScript file.
+        path: PathBuf,
+    },
+    /// DINOv2 ViT-L/14 (FD_DINOv2), exported by `scripts/export_dinov2.py`.
+    Dinov2 {
+        /// The TorchScript file.
+        path: PathBuf,
+    },
+    /// The built-in Fashion-MNIST feature net (28x28 grayscale).
+    FeatureNet {
+        /// Its `.safetensors` weights (from `train-feature-net`).
+        weights: PathBuf,
+    },
+}
+
+impl ExtractorChoice {
+    /// The metric name a Fréchet distance with this extractor is reported under.
+    pub fn fd_metric(&self) -> &'static str {
+        match self {
+            ExtractorChoice::Inception { .. } => "fid",
+            ExtractorChoice::Dinov2 { .. } => "fd_dinov2",
+            ExtractorChoice::FeatureNet { .. } => "fd_fmnist",
+        }
+    }
+}
+
+/// Loads the chosen extractor on `device`.
+pub fn open_extractor(
+    choice: &ExtractorChoice,
+    device: Device,
+) -> Result<Box<dyn FeatureExtractor>> {
+    Ok(match choice {
+        ExtractorChoice::Inception { path } => {
+            Box::new(TorchScriptExtractor::inception(path, device)?)
+        }
+        ExtractorChoice::Dinov2 { path } => Box::new(TorchScriptExtractor::dinov2(path, device)?),
+        ExtractorChoice::FeatureNet { weights } => Box::new(FeatureNet::load(weights, device)?),
+    })
+}
+
+/// Feature statistics of `u8` images, `batch_size` at a time; the sample count is recorded.
+pub fn stats_of_images(
+    images: &Images,
+    extractor: &dyn FeatureExtractor,
+    batch_size: usize,
+) -> Result<FeatureStats> {
+    check_batch_size(batch_size)?;
+    let size = images.c * images.h * images.w;
+    if images.pixels.len() != images.n * size {
+        return Err(MetricsError::dim(
+            "pixels of the images",
+            images.n * size,
+            images.pixels.len(),
+        ));
+    }
+    let mut acc = StatsAccumulator::new(extractor.feature_dim())?;
+    for start in (0..images.n).step_by(batch_size) {
+        let count = batch_size.min(images.n - start);
+        let px = &images.pixels[start * size..(start + count) * size];
+        let batch = ImageBatch::new(px, count, images.c, images.h, images.w)?;
+        acc.add_batch(&extractor.extract(&batch)?.features)?;
+    }
+    acc.finish()
+}
+
+/// Feature statistics of (the first `max_images` of) a dataset.
+pub fn stats_of_dataset(
+    dataset: &dyn ect_data::Dataset,
+    extractor: &dyn FeatureExtractor,
+    batch_size: usize,
+    max_images: Option<usize>,
+) -> Result<FeatureStats> {
+    check_batch_size(batch_size)?;
+    let n = max_images.map_or(dataset.len(), |m| m.min(dataset.len()));
+    let (c, h, w) = (dataset.channels(), dataset.height(), dataset.width());
+    let size = dataset.image_size();
+    let mut acc = StatsAccumulator::new(extractor.feature_dim())?;
+    let mut pixels = vec![0u8; batch_size * size];
+    for start in (0..n).step_by(batch_size) {
+        let count = batch_size.min(n - start);
+        for i in 0..count {
+            dataset
+                .image_into(start + i, &mut pixels[i * size..(i + 1) * size])
+                .map_err(|e| MetricsError::Data(format!("{}: {e}", dataset.source().display())))?;
+        }
+        let batch = ImageBatch::new(&pixels[..count * size], count, c, h, w)?;
+        acc.add_batch(&extractor.extract(&batch)?.features)?;
+    }
+    acc.finish()
+}
+
+fn check_batch_size(batch_size: usize) -> Result<()> {
+    if batch_size == 0 {
+        return Err(MetricsError::arg("batch_size", 0, "must be positive"));
+    }
+    Ok(())
+}
