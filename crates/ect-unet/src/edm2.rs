@@ -548,3 +548,46 @@ impl Edm2UNet {
         self.out_conv.forward(&x, Gain::Learned(&self.out_gain))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::Device;
+
+    fn rms(t: &Tensor) -> f64 {
+        t.to_kind(Kind::Double)
+            .square()
+            .mean(Kind::Double)
+            .sqrt()
+            .double_value(&[])
+    }
+
+    #[test]
+    fn magnitude_preserving_ops_keep_unit_rms() {
+        tch::manual_seed(0);
+        let opts = (Kind::Float, Device::Cpu);
+        let (a, b) = (
+            Tensor::randn([64, 32, 8, 8], opts),
+            Tensor::randn([64, 16, 8, 8], opts),
+        );
+        let w = Tensor::randn([16, 8, 3, 3], opts) * 7.0;
+        let n = normalize(&w, &[1, 2, 3], 1e-4);
+        for o in 0..16 {
+            assert!((rms(&n.get(o)) - 1.0).abs() < 1e-3);
+        }
+        assert!((rms(&mp_sum(&a, &a.flip([0]), 0.3)) - 1.0).abs() < 0.02);
+        assert!((rms(&mp_cat(&a, &b, 0.5)) - 1.0).abs() < 0.02);
+        assert!((rms(&mp_silu(&a)) - 1.0).abs() < 0.02);
+    }
+
+    #[test]
+    fn forced_normalization_is_idempotent_up_to_eps() {
+        let vs = tch::nn::VarStore::new(Device::Cpu);
+        let conv = MPConv::new(&Builder::new(vs.root()), 8, 4, Some(3));
+        conv.force_normalize();
+        let once = conv.weight.copy();
+        conv.force_normalize();
+        let d = (&conv.weight - &once).abs().max().double_value(&[]);
+        assert!(d < 1e-3 && d > 0.0, "difference {d}");
+    }
+}

@@ -385,3 +385,71 @@ impl FourierEmbedding {
         Tensor::cat(&[c, s], 1)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::Device;
+
+    fn depthwise_reference(x: &Tensor, up: bool) -> Tensor {
+        let f = normalized_filter(&[1.0, 1.0]);
+        let c = x.size()[1];
+        let w = f.expand([c, 1, 2, 2], false);
+        if up {
+            x.conv_transpose2d(
+                &(w * 4.0),
+                None::<Tensor>,
+                [2, 2],
+                [0, 0],
+                [0, 0],
+                c,
+                [1, 1],
+            )
+        } else {
+            x.conv2d(&w, None::<Tensor>, [2, 2], [0, 0], [1, 1], c)
+        }
+    }
+
+    #[test]
+    fn box_filter_fast_paths_equal_the_reference_depthwise_convolutions() {
+        tch::manual_seed(1);
+        let vs = tch::nn::VarStore::new(Device::Cpu);
+        let r = FirResample::new(&Builder::new(vs.root()), &[1.0, 1.0]);
+        let x = Tensor::randn([3, 5, 8, 8], (Kind::Float, Device::Cpu));
+        // Upsampling copies each pixel times 1.0: bit-identical.
+        assert!(r.up(&x, 0).equal(&depthwise_reference(&x, true)));
+        // Downsampling sums four values scaled by 0.25 (exact), in possibly another order: <= 1 ulp-ish.
+        let d = (r.down(&x, 0) - depthwise_reference(&x, false))
+            .abs()
+            .max()
+            .double_value(&[]);
+        assert!(d <= 1e-6, "max difference {d}");
+    }
+
+    #[test]
+    fn filters_are_normalized_outer_products() {
+        let f = normalized_filter(&[1.0, 3.0, 3.0, 1.0]);
+        assert_eq!(f.size(), [1, 1, 4, 4]);
+        assert!((f.sum(Kind::Double).double_value(&[]) - 1.0).abs() < 1e-7);
+        assert_eq!(f.double_value(&[0, 0, 1, 2]), 9.0 / 64.0);
+    }
+
+    #[test]
+    fn positional_embedding_matches_formula() {
+        let e = PositionalEmbedding::new(8, true);
+        let x = Tensor::from_slice(&[0.5f32, -2.0]);
+        let y = e.forward(&x);
+        assert_eq!(y.size(), [2, 8]);
+        // freqs = (1/10000)^(i/3), i = 0..4 (endpoint); [cos | sin].
+        for (n, xv) in [0.5f64, -2.0].iter().enumerate() {
+            for i in 0..4 {
+                let f = (1e-4f64).powf(i as f64 / 3.0);
+                let (c, s) = (
+                    y.double_value(&[n as i64, i]),
+                    y.double_value(&[n as i64, i + 4]),
+                );
+                assert!((c - (xv * f).cos()).abs() < 1e-6 && (s - (xv * f).sin()).abs() < 1e-6);
+            }
+        }
+    }
+}

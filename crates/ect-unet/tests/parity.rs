@@ -41,3 +41,21 @@ fn adm_matches_reference() {
 fn edm2_matches_reference() {
     check("unet-edm2-tiny");
 }
+
+#[test]
+fn broken_fixture_is_an_error_naming_the_problem() {
+    use ect_unet::weights::{read_safetensors, save_tensors};
+    let dir = tempfile::tempdir().unwrap();
+    let src = fixture("unet-ddpmpp-tiny");
+    for f in ["meta.json", "weights.safetensors"] {
+        std::fs::copy(src.join(f), dir.path().join(f)).unwrap();
+    }
+    let mut io: std::collections::HashMap<_, _> = read_safetensors(&src.join("io.safetensors"))
+        .unwrap()
+        .into_iter()
+        .collect();
+    assert!(io.remove("out_train").is_some());
+    save_tensors(&io, &dir.path().join("io.safetensors")).unwrap();
+    let err = check_fixture(dir.path()).unwrap_err();
+    assert!(err.to_string().contains("out_train"), "{err}");
+}
