@@ -5,6 +5,8 @@
 mod cuda_driver;
 mod data_cmd;
 mod info;
+mod parity_cmd;
+mod train_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -20,6 +22,14 @@ struct Cli {
 enum Command {
     /// Print the libtorch version, CPU threads and CUDA devices: the first check of a setup.
     Info(info::InfoArgs),
+    /// Train a model (ECT tuning, EDM diffusion pretraining or iCT) from a TOML configuration.
+    Train(train_cmd::TrainArgs),
+    /// Continue a run from its latest checkpoint.
+    Resume(train_cmd::ResumeArgs),
+    /// Generate images with a trained model (.npy or a PNG grid).
+    Sample(train_cmd::SampleArgs),
+    /// Check our network against a reference fixture: relative errors of evaluation and training outputs.
+    Parity(parity_cmd::ParityArgs),
     /// Inspect and prepare datasets.
     #[command(subcommand)]
     Data(data_cmd::DataCommand),
@@ -40,5 +50,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Info(args) => info::run(&args),
         Command::Data(cmd) => data_cmd::run(&cmd),
+        Command::Train(args) => train_cmd::train(&args),
+        Command::Resume(args) => train_cmd::resume(&args),
+        Command::Sample(args) => train_cmd::sample(&args),
+        Command::Parity(args) => parity_cmd::run(&args),
     }
 }

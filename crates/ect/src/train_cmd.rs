@@ -1,0 +1,172 @@
+//! `ect train`, `ect resume` and `ect sample`: the training loop and the samplers of `ect-train`.
+
+use anyhow::{bail, Context};
+use ect_train::{RunOptions, RunSummary, SampleSpec, Sampler, WeightsChoice};
+use std::path::{Path, PathBuf};
+
+/// Options of `ect train`.
+#[derive(Debug, clap::Args)]
+pub struct TrainArgs {
+    /// Training configuration (TOML; see configs/).
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Override a field, `key.path=value` (repeatable), e.g. `--set optimizer.lr=2e-4`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Also write the run summary (JSON) to this file when the run ends or is interrupted.
+    #[arg(long)]
+    pub summary: Option<PathBuf>,
+    /// Stop with a checkpoint after this many steps, as if interrupted (split a run across sessions).
+    #[arg(long)]
+    pub stop_at_step: Option<u64>,
+    /// No progress bar or log lines.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// Options of `ect resume`.
+#[derive(Debug, clap::Args)]
+pub struct ResumeArgs {
+    /// The run directory.
+    pub run_dir: PathBuf,
+    /// Raise the total number of iterations (extend a finished run).
+    #[arg(long)]
+    pub iterations: Option<u64>,
+    /// Also write the run summary (JSON) to this file.
+    #[arg(long)]
+    pub summary: Option<PathBuf>,
+    /// Stop with a checkpoint after this many steps.
+    #[arg(long)]
+    pub stop_at_step: Option<u64>,
+    /// No progress bar or log lines.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// Options of `ect sample`.
+#[derive(Debug, clap::Args)]
+pub struct SampleArgs {
+    /// A run directory (its latest checkpoint), a checkpoint directory, or a `.safetensors` file.
+    #[arg(long)]
+    pub from: PathBuf,
+    /// For a bare `.safetensors` file: the network's `config.json` (reference names).
+    #[arg(long)]
+    pub network_config: Option<PathBuf>,
+    /// Consistency sampling with this many steps: 1 is [80, 0], 2 is [80, 0.821, 0].
+    #[arg(long, conflicts_with_all = ["grid", "heun"])]
+    pub steps: Option<u32>,
+    /// Consistency sampling on this time grid, decreasing to 0, e.g. `80,1.526,0`.
+    #[arg(long, value_delimiter = ',', conflicts_with = "heun")]
+    pub grid: Option<Vec<f64>>,
+    /// EDM's Heun sampler with this many Karras times (18 = 35 evaluations), for diffusion models.
+    #[arg(long)]
+    pub heun: Option<usize>,
+    /// Number of images.
+    #[arg(long, default_value_t = 64)]
+    pub n: usize,
+    /// Images per forward pass.
+    #[arg(long, default_value_t = 250)]
+    pub batch: usize,
+    /// Seed of the noise.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Use the raw weights instead of the (first) EMA.
+    #[arg(long)]
+    pub raw: bool,
+    /// For class-conditional networks: generate only this class (default: cycle through classes).
+    #[arg(long)]
+    pub class: Option<i64>,
+    /// `auto`, `cpu`, `cuda` or `cuda:N`.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// Output: `.npy` (u8, N,C,H,W) or `.png` (a grid).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+fn finish(summary: &RunSummary, path: Option<&Path>) -> anyhow::Result<()> {
+    let json = serde_json::to_string(summary)?;
+    if let Some(path) = path {
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, &json).with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    }
+    println!("{json}");
+    Ok(())
+}
+
+/// `ect train`. An `[experiment]` table (read by `cargo xtask train-ect`: pretraining and evaluation
+/// settings) is ignored, so experiment presets also work here as plain training configurations.
+pub fn train(a: &TrainArgs) -> anyhow::Result<()> {
+    let opts = RunOptions {
+        stop_at_step: a.stop_at_step,
+        handle_ctrl_c: true,
+        quiet: a.quiet,
+        stop_flag: None,
+    };
+    let text = std::fs::read_to_string(&a.config)
+        .with_context(|| format!("reading {}", a.config.display()))?;
+    let mut doc: toml::Table =
+        toml::from_str(&text).with_context(|| format!("parsing {}", a.config.display()))?;
+    doc.remove("experiment");
+    let origin = a.config.display().to_string();
+    let cfg = ect_train::TrainConfig::from_toml_str(&toml::to_string(&doc)?, &origin, &a.set)?;
+    let summary =
+        ect_train::train(&cfg, &opts).with_context(|| format!("training with {origin}"))?;
+    finish(&summary, a.summary.as_deref())
+}
+
+/// `ect resume`.
+pub fn resume(a: &ResumeArgs) -> anyhow::Result<()> {
+    let opts = RunOptions {
+        stop_at_step: a.stop_at_step,
+        handle_ctrl_c: true,
+        quiet: a.quiet,
+        stop_flag: None,
+    };
+    let summary = ect_train::resume(&a.run_dir, a.iterations, &opts)
+        .with_context(|| format!("resuming {}", a.run_dir.display()))?;
+    finish(&summary, a.summary.as_deref())
+}
+
+/// `ect sample`.
+pub fn sample(a: &SampleArgs) -> anyhow::Result<()> {
+    let sampler = match (a.steps, &a.grid, a.heun) {
+        (Some(1), None, None) => Sampler::Grid(ect_schedule::sampling::one_step()),
+        (Some(2), None, None) => Sampler::Grid(ect_schedule::sampling::two_step(
+            ect_schedule::sampling::CIFAR_TWO_STEP_MID,
+        )),
+        (Some(s), None, None) => {
+            bail!("--steps {s}: the presets are 1 and 2; give other grids with --grid")
+        }
+        (None, Some(g), None) => Sampler::Grid(g.clone()),
+        (None, None, Some(n)) => Sampler::Heun(n),
+        (None, None, None) => bail!("choose a sampler: --steps 1|2, --grid T0,...,0 or --heun N"),
+        _ => bail!("choose one sampler: --steps, --grid or --heun"),
+    };
+    let spec = SampleSpec {
+        source: a.from.clone(),
+        network_config: a.network_config.clone(),
+        sampler,
+        n: a.n,
+        batch: a.batch,
+        seed: a.seed,
+        out: a.out.clone(),
+        weights: if a.raw {
+            WeightsChoice::Raw
+        } else {
+            WeightsChoice::Ema(0)
+        },
+        device: a.device.clone(),
+        class: a.class,
+    };
+    let images =
+        ect_train::sample(&spec).with_context(|| format!("sampling from {}", a.from.display()))?;
+    eprintln!(
+        "wrote {} images {:?} to {}",
+        images.size()[0],
+        images.size(),
+        a.out.display()
+    );
+    Ok(())
+}
