@@ -23,7 +23,7 @@ pub fn run(a: &ParityArgs) -> anyhow::Result<()> {
     println!("out_eval  rel err {:.3e}", report.rel_err_eval);
     println!("out_train rel err {:.3e}", report.rel_err_train);
     let worst = report.max_rel_err();
-    if !(worst <= a.tol) {
+    if worst.is_nan() || worst > a.tol {
         anyhow::bail!(
             "relative error {worst:.3e} is above the tolerance {:.1e}",
             a.tol
