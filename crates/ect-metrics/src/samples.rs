@@ -71,14 +71,15 @@ pub fn samples_from_array(array: &NpyArray, layout: Layout, name: &str) -> Resul
         path: name.into(),
         reason,
     };
-    let shape =
-        match array.shape.as_slice() {
-            [n, h, w] => [*n, 1, *h, *w],
-            [a, b, c, d] => [*a, *b, *c, *d],
-            other => return Err(bad(format!(
+    let shape = match array.shape.as_slice() {
+        [n, h, w] => [*n, 1, *h, *w],
+        [a, b, c, d] => [*a, *b, *c, *d],
+        other => {
+            return Err(bad(format!(
                 "expected images of shape [N, C, H, W], [N, H, W, C] or [N, H, W], got {other:?}"
-            ))),
-        };
+            )))
+        }
+    };
     let nhwc = match (layout, array.shape.len()) {
         (_, 3) => false,
         (Layout::Nchw, _) => false,
