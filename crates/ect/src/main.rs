@@ -5,6 +5,7 @@
 mod cuda_driver;
 mod data_cmd;
 mod info;
+mod metrics_cmd;
 mod parity_cmd;
 mod train_cmd;
 
@@ -30,6 +31,9 @@ enum Command {
     Sample(train_cmd::SampleArgs),
     /// Check our network against a reference fixture: relative errors of evaluation and training outputs.
     Parity(parity_cmd::ParityArgs),
+    /// Sample-quality metrics: FD of statistics files, feature statistics, scores, the feature net.
+    #[command(subcommand)]
+    Metrics(metrics_cmd::MetricsCommand),
     /// Inspect and prepare datasets.
     #[command(subcommand)]
     Data(data_cmd::DataCommand),
@@ -50,6 +54,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Info(args) => info::run(&args),
         Command::Data(cmd) => data_cmd::run(&cmd),
+        Command::Metrics(cmd) => metrics_cmd::run(&cmd),
         Command::Train(args) => train_cmd::train(&args),
         Command::Resume(args) => train_cmd::resume(&args),
         Command::Sample(args) => train_cmd::sample(&args),

@@ -1,0 +1,291 @@
+//! `ect metrics ...`: Fréchet distances, feature statistics and scores of samples (through
+//! `ect-metrics`), and the built-in Fashion-MNIST feature network.
+
+use anyhow::{bail, Context};
+use clap::Subcommand;
+use ect_metrics::samples::{load_samples_npy, Layout};
+use ect_metrics::score::{open_extractor, stats_of_dataset, stats_of_images, ExtractorChoice};
+use ect_metrics::{FeatureExtractor, FeatureStats, ImageBatch};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+
+/// `ect metrics` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum MetricsCommand {
+    /// Print the Fréchet distance between two statistics files (EDM `.npz` with `mu` and `sigma`).
+    Fd {
+        /// First statistics file.
+        a: PathBuf,
+        /// Second statistics file.
+        b: PathBuf,
+    },
+    /// Compute feature statistics (`.npz`, EDM's format) of a dataset or of a samples file.
+    Stats {
+        #[command(flatten)]
+        extractor: ExtractorArgs,
+        #[command(flatten)]
+        input: InputArgs,
+        /// Output `.npz` (`mu`, `sigma`).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Score a samples file against a reference: FD (plus class entropy with a classifier extractor).
+    /// Prints one JSON object with the number of samples scored.
+    Score {
+        /// Samples `.npy` (u8, or float in [-1, 1]; NCHW or NHWC).
+        #[arg(long)]
+        samples: PathBuf,
+        /// Layout of the samples array.
+        #[arg(long, default_value = "auto")]
+        layout: String,
+        #[command(flatten)]
+        extractor: ExtractorArgs,
+        /// The reference: a dataset (any format `ect data` reads) or a statistics `.npz`.
+        #[arg(long)]
+        reference: PathBuf,
+        /// Split of a reference dataset.
+        #[arg(long, default_value = "test")]
+        split: String,
+    },
+    /// Train the built-in feature network on Fashion-MNIST and report its test accuracy.
+    TrainFeatureNet {
+        /// Folder with the Fashion-MNIST IDX files (default: found like `ect data` does).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Output weights (`.safetensors`).
+        #[arg(long)]
+        out: PathBuf,
+        /// Passes over the training set.
+        #[arg(long, default_value_t = 2)]
+        epochs: usize,
+        /// Seed of the initialization and the shuffles.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+}
+
+/// Which feature extractor (exactly one).
+#[derive(Debug, clap::Args)]
+pub struct ExtractorArgs {
+    /// The built-in Fashion-MNIST feature net weights (from `train-feature-net`); 28x28 grayscale.
+    #[arg(long, conflicts_with_all = ["inception", "dinov2"])]
+    pub feature_net: Option<PathBuf>,
+    /// EDM's Inception-v3 detector as TorchScript (scripts/export_inception.py): FID.
+    #[arg(long, conflicts_with = "dinov2")]
+    pub inception: Option<PathBuf>,
+    /// DINOv2 ViT-L/14 as TorchScript (scripts/export_dinov2.py): FD_DINOv2.
+    #[arg(long)]
+    pub dinov2: Option<PathBuf>,
+    /// Images per forward pass.
+    #[arg(long, default_value_t = 250)]
+    pub batch: usize,
+}
+
+impl ExtractorArgs {
+    fn choice(&self) -> anyhow::Result<ExtractorChoice> {
+        Ok(match (&self.feature_net, &self.inception, &self.dinov2) {
+            (Some(w), None, None) => ExtractorChoice::FeatureNet { weights: w.clone() },
+            (None, Some(p), None) => ExtractorChoice::Inception { path: p.clone() },
+            (None, None, Some(p)) => ExtractorChoice::Dinov2 { path: p.clone() },
+            _ => bail!("choose one feature extractor: --feature-net, --inception or --dinov2"),
+        })
+    }
+}
+
+/// What `stats` reads (exactly one).
+#[derive(Debug, clap::Args)]
+pub struct InputArgs {
+    /// A dataset (any format `ect data` reads).
+    #[arg(long, conflicts_with = "samples")]
+    pub dataset: Option<PathBuf>,
+    /// Layout of a dataset's files (default: detected).
+    #[arg(long, default_value = "auto")]
+    pub format: String,
+    /// Split of a dataset.
+    #[arg(long, default_value = "train")]
+    pub split: String,
+    /// At most this many images of a dataset.
+    #[arg(long)]
+    pub max_images: Option<usize>,
+    /// A samples `.npy` (u8, or float in [-1, 1]; NCHW or NHWC).
+    #[arg(long)]
+    pub samples: Option<PathBuf>,
+}
+
+fn device() -> tch::Device {
+    tch::Device::cuda_if_available()
+}
+
+fn dataset_stats(
+    path: &Path,
+    format: &str,
+    split: &str,
+    extractor: &dyn FeatureExtractor,
+    batch: usize,
+    max: Option<usize>,
+) -> anyhow::Result<FeatureStats> {
+    let mut spec = ect_data::DatasetSpec::new(path.to_path_buf());
+    spec.format = format.parse()?;
+    spec.split = split.parse()?;
+    let ds =
+        ect_data::open(&spec).with_context(|| format!("opening dataset {}", path.display()))?;
+    Ok(stats_of_dataset(ds.as_ref(), extractor, batch, max)?)
+}
+
+/// Entropy (nats) of the histogram of predicted classes: mode coverage, ln(classes) when balanced.
+fn class_entropy(
+    extractor: &dyn FeatureExtractor,
+    images: &ect_metrics::samples::Images,
+    batch: usize,
+) -> anyhow::Result<Option<f64>> {
+    let classes = extractor.num_classes();
+    if classes == 0 {
+        return Ok(None);
+    }
+    let mut counts = vec![0u64; classes];
+    let size = images.c * images.h * images.w;
+    for start in (0..images.n).step_by(batch.max(1)) {
+        let count = batch.min(images.n - start);
+        let px = &images.pixels[start * size..(start + count) * size];
+        let f = extractor.extract(&ImageBatch::new(px, count, images.c, images.h, images.w)?)?;
+        let Some(logits) = f.logits else {
+            return Ok(None);
+        };
+        for row in logits.chunks(f.classes) {
+            let best = row
+                .iter()
+                .enumerate()
+                .max_by(|a, b| a.1.total_cmp(b.1))
+                .map(|(i, _)| i)
+                .unwrap_or(0);
+            counts[best] += 1;
+        }
+    }
+    let n = counts.iter().sum::<u64>() as f64;
+    Ok(Some(
+        counts
+            .iter()
+            .filter(|&&c| c > 0)
+            .map(|&c| c as f64 / n)
+            .map(|p| -p * p.ln())
+            .sum(),
+    ))
+}
+
+/// Runs an `ect metrics` subcommand.
+pub fn run(cmd: &MetricsCommand) -> anyhow::Result<()> {
+    match cmd {
+        MetricsCommand::Fd { a, b } => {
+            let fd = ect_metrics::score::fd_of_files(a, b)?;
+            println!("{fd}");
+        }
+        MetricsCommand::Stats {
+            extractor,
+            input,
+            out,
+        } => {
+            let ex = open_extractor(&extractor.choice()?, device())?;
+            let stats = match (&input.dataset, &input.samples) {
+                (Some(d), None) => dataset_stats(
+                    d,
+                    &input.format,
+                    &input.split,
+                    ex.as_ref(),
+                    extractor.batch,
+                    input.max_images,
+                )?,
+                (None, Some(s)) => stats_of_images(
+                    &load_samples_npy(s, Layout::Auto)?,
+                    ex.as_ref(),
+                    extractor.batch,
+                )?,
+                _ => bail!("give --dataset PATH or --samples FILE.npy"),
+            };
+            ect_metrics::save_stats_npz(out, &stats)?;
+            println!(
+                "{}",
+                json!({"out": out, "num_samples": stats.num_samples(), "extractor": ex.name(), "dim": stats.dim()})
+            );
+        }
+        MetricsCommand::Score {
+            samples,
+            layout,
+            extractor,
+            reference,
+            split,
+        } => {
+            let choice = extractor.choice()?;
+            let ex = open_extractor(&choice, device())?;
+            let images = load_samples_npy(samples, layout.parse()?)?;
+            let stats = stats_of_images(&images, ex.as_ref(), extractor.batch)?;
+            let is_npz = reference
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("npz"));
+            let ref_stats = if is_npz {
+                ect_metrics::load_stats_npz(reference)?
+            } else {
+                dataset_stats(reference, "auto", split, ex.as_ref(), extractor.batch, None)?
+            };
+            let name = reference.display().to_string();
+            let score = ect_metrics::score::fd_score(
+                &stats,
+                &ref_stats,
+                choice.fd_metric(),
+                ex.name(),
+                Some(&name),
+            )?;
+            let entropy = class_entropy(ex.as_ref(), &images, extractor.batch)?;
+            println!(
+                "{}",
+                json!({
+                    "metric": score.metric,
+                    "fd": score.value,
+                    "n": score.num_samples,
+                    "class_entropy": entropy,
+                    "extractor": score.extractor,
+                    "reference": score.reference,
+                    "samples": samples,
+                })
+            );
+        }
+        MetricsCommand::TrainFeatureNet {
+            data,
+            out,
+            epochs,
+            seed,
+        } => {
+            let dir = match data {
+                Some(d) => d.clone(),
+                None => ect_data::fmnist::locate(Some(&ect_data::fetch::default_cache_dir())).context(
+                    "Fashion-MNIST not found: pass --data DIR (or apt-get install dataset-fashion-mnist)",
+                )?,
+            };
+            if let Some(parent) = out.parent() {
+                std::fs::create_dir_all(parent)
+                    .with_context(|| format!("creating {}", parent.display()))?;
+            }
+            let cfg = ect_metrics::extract::featnet::TrainConfig {
+                epochs: *epochs,
+                seed: *seed,
+                ..Default::default()
+            };
+            let report = ect_metrics::extract::featnet::train_feature_net_on_fashion_mnist(
+                &dir,
+                out,
+                &cfg,
+                device(),
+            )?;
+            eprintln!(
+                "feature net: {} steps in {:.0} s, test accuracy {:.4}",
+                report.steps,
+                report.seconds,
+                report.test_accuracy.unwrap_or(f64::NAN)
+            );
+            println!(
+                "{}",
+                json!({"out": out, "steps": report.steps, "test_accuracy": report.test_accuracy, "seconds": report.seconds})
+            );
+        }
+    }
+    Ok(())
+}
