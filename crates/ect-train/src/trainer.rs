@@ -186,6 +186,9 @@ struct Trainer {
 impl Trainer {
     fn new(cfg: TrainConfig, run_dir: PathBuf, ckpt: Option<&Path>) -> Result<Self> {
         let device = parse_device(&cfg.device)?;
+        if cfg.threads > 0 {
+            tch::set_num_threads(cfg.threads as i32);
+        }
         let net_cfg = Network::parse_config(&cfg.network)?;
         rng::seed_torch(cfg.seed, 0, Stream::Init);
         let net = Network::new(&net_cfg, device)?;
@@ -608,7 +611,9 @@ impl Trainer {
         if self.state.step > start_step || last_ckpt.is_none() {
             last_ckpt = Some(self.checkpoint()?);
         }
-        if !interrupted && cfg.output.sample_every > 0 {
+        let sampled_now =
+            cfg.output.sample_every > 0 && self.state.step % cfg.output.sample_every == 0;
+        if !interrupted && cfg.output.sample_every > 0 && !sampled_now {
             self.write_samples()?;
         }
         if let Some(b) = &bar {

@@ -43,6 +43,7 @@ fn config(data: &Path, run: &Path, extra: &str) -> TrainConfig {
         r#"
 seed = 3
 device = "cpu"
+threads = 1
 iterations = 40
 batch_size = 16
 micro_batch = 8
