@@ -20,6 +20,60 @@ pub enum DataCommand {
         #[arg(long, default_value = "train")]
         split: String,
     },
+    /// Download a dataset with public URLs (cifar10, cifar10-binary, cifar100, cifar100-binary, mnist,
+    /// fashion-mnist) into the cache, verifying the published checksums; prints the path to use.
+    Fetch {
+        /// Dataset name.
+        name: String,
+        /// Cache folder (default: $ECT_DATA_CACHE, else ~/.cache/ect/datasets).
+        #[arg(long)]
+        cache: Option<PathBuf>,
+    },
+    /// Convert ImageNet (`train/<wnid>/*.JPEG`) once to an EDM zip at a resolution (center-crop-dhariwal).
+    ConvertImagenet {
+        /// The ImageNet folder (with `train/` and/or `val/`).
+        #[arg(long)]
+        source: PathBuf,
+        /// Output resolution (64 or 32).
+        #[arg(long, default_value_t = 64)]
+        resolution: usize,
+        /// Which split.
+        #[arg(long, default_value = "train")]
+        split: String,
+        /// Output `.zip`.
+        #[arg(long)]
+        dest: PathBuf,
+    },
+    /// Convert any dataset `ect data` reads to an EDM zip (PNGs + dataset.json), as EDM's dataset_tool.
+    Convert {
+        /// Dataset file or folder.
+        #[arg(long)]
+        dataset: PathBuf,
+        /// Layout of the files (default: detected from the path).
+        #[arg(long, default_value = "auto")]
+        format: String,
+        /// Which split.
+        #[arg(long, default_value = "train")]
+        split: String,
+        /// Output `.zip`.
+        #[arg(long)]
+        dest: PathBuf,
+    },
+}
+
+/// Progress on standard error every 5% (and at the end).
+fn progress_printer(what: &'static str) -> impl FnMut(usize, usize) {
+    let start = std::time::Instant::now();
+    let mut last = usize::MAX;
+    move |done, total| {
+        let pct = if total == 0 { 100 } else { done * 100 / total };
+        if pct / 5 != last / 5 || done == total {
+            last = pct;
+            let rate = done as f64 / start.elapsed().as_secs_f64().max(1e-9);
+            let eta = (total.saturating_sub(done)) as f64 / rate.max(1e-9);
+            eprintln!("{what}: {done}/{total} images ({pct}%), {rate:.0} images/s, ETA {eta:.0} s");
+        }
+    }
 }
 
 /// Runs an `ect data` subcommand.
@@ -37,6 +91,58 @@ pub fn run(cmd: &DataCommand) -> anyhow::Result<()> {
                 .with_context(|| format!("opening dataset {}", dataset.display()))?;
             let stats = ect_data::stats::dataset_stats(ds.as_ref())?;
             println!("{}", serde_json::to_string(&stats)?);
+            Ok(())
+        }
+        DataCommand::Fetch { name, cache } => {
+            let cache = cache
+                .clone()
+                .unwrap_or_else(ect_data::fetch::default_cache_dir);
+            let mut last = 0u64;
+            let mut progress = |done: u64, total: Option<u64>| {
+                if done >= last + (8 << 20) || Some(done) == total {
+                    last = done;
+                    let total = total
+                        .map(|t| format!(" of {:.1}", t as f64 / 1e6))
+                        .unwrap_or_default();
+                    eprintln!("{name}: {:.1}{total} MB", done as f64 / 1e6);
+                }
+            };
+            let path = ect_data::fetch::fetch(name, &cache, &mut progress)
+                .with_context(|| format!("fetching {name}"))?;
+            println!("{}", path.display());
+            Ok(())
+        }
+        DataCommand::ConvertImagenet {
+            source,
+            resolution,
+            split,
+            dest,
+        } => {
+            let mut progress = progress_printer("convert-imagenet");
+            let out = ect_data::imagenet::convert_to_zip(
+                source,
+                split.parse()?,
+                *resolution,
+                dest,
+                &mut progress,
+            )?;
+            println!("{}", out.display());
+            Ok(())
+        }
+        DataCommand::Convert {
+            dataset,
+            format,
+            split,
+            dest,
+        } => {
+            let mut spec = ect_data::DatasetSpec::new(dataset.clone());
+            spec.format = format.parse()?;
+            spec.split = split.parse()?;
+            let ds = ect_data::open(&spec)
+                .with_context(|| format!("opening dataset {}", dataset.display()))?;
+            let mut progress = progress_printer("convert");
+            let out = ect_data::edm::write_zip_with_progress(ds.as_ref(), dest, &mut progress)?;
+            println!("{}", out.display());
             Ok(())
         }
     }

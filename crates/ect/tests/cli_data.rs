@@ -87,3 +87,52 @@ fn missing_path_is_a_clear_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("/nonexistent/data"), "{err}");
 }
+
+/// `ect data convert` to an EDM zip keeps every pixel and label: the zip's stats equal the source's.
+#[test]
+fn convert_to_edm_zip_preserves_pixels_and_labels() {
+    let dir = std::env::temp_dir().join(format!("ect-cli-convert-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let n = 12u32;
+    let mut images = vec![0, 0, 8, 3];
+    for d in [n, 5, 7] {
+        images.extend_from_slice(&d.to_be_bytes());
+    }
+    images.extend((0..n * 35).map(|i| (i * 31 % 256) as u8));
+    let mut labels = vec![0, 0, 8, 1];
+    labels.extend_from_slice(&n.to_be_bytes());
+    labels.extend((0..n).map(|i| (i % 3) as u8));
+    std::fs::write(dir.join("train-images-idx3-ubyte"), images).unwrap();
+    std::fs::write(dir.join("train-labels-idx1-ubyte"), labels).unwrap();
+    let stats = |path: &std::path::Path| -> serde_json::Value {
+        let out = ect()
+            .args(["data", "stats", "--dataset"])
+            .arg(path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let zip = dir.join("out.zip");
+    let out = ect()
+        .args(["data", "convert", "--dataset"])
+        .arg(&dir)
+        .arg("--dest")
+        .arg(&zip)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (a, b) = (stats(&dir), stats(&zip));
+    assert_eq!(a, b);
+    assert_eq!(a["count"], 12);
+    assert_eq!(a["label_counts"], serde_json::Value::from(vec![4, 4, 4]));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
