@@ -66,7 +66,7 @@ fn progress_printer(what: &'static str) -> impl FnMut(usize, usize) {
     let start = std::time::Instant::now();
     let mut last = usize::MAX;
     move |done, total| {
-        let pct = if total == 0 { 100 } else { done * 100 / total };
+        let pct = (done * 100).checked_div(total).unwrap_or(100);
         if pct / 5 != last / 5 || done == total {
             last = pct;
             let rate = done as f64 / start.elapsed().as_secs_f64().max(1e-9);
