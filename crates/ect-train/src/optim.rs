@@ -186,31 +186,38 @@ impl Optimizer {
     }
 
     /// Replaces NaN gradients by 0 and +-inf by +-1e5 (the reference's `nan_to_num` before the step), then
-    /// clips the global L2 norm to `clip` when given. Returns the global norm before clipping.
-    pub fn sanitize_grads(&mut self, clip: Option<f64>) -> f64 {
+    /// clips the global L2 norm to `clip` when given (as `torch.nn.utils.clip_grad_norm_`). Returns the
+    /// global norm before clipping when clipping is on; without clipping nothing is read back from the
+    /// device, so a GPU step never waits here.
+    pub fn sanitize_grads(&mut self, clip: Option<f64>) -> Option<f64> {
         tch::no_grad(|| {
-            let mut sq = 0f64;
+            let mut grads = Vec::with_capacity(self.params.len());
             for (_, p) in &self.params {
                 let mut g = p.grad();
                 if g.defined() {
                     let _ = g.nan_to_num_(0.0, 1e5, -1e5);
-                    sq += g.square().sum(Kind::Double).double_value(&[]);
+                    grads.push(g);
                 }
             }
-            let norm = sq.sqrt();
-            if let Some(max_norm) = clip {
-                // Same rule as torch.nn.utils.clip_grad_norm_.
-                let coef = max_norm / (norm + 1e-6);
-                if coef < 1.0 {
-                    for (_, p) in &self.params {
-                        let mut g = p.grad();
-                        if g.defined() {
-                            let _ = g.g_mul_scalar_(coef);
-                        }
-                    }
+            let max_norm = clip?;
+            if grads.is_empty() {
+                return Some(0.0);
+            }
+            let norms: Vec<Tensor> = grads
+                .iter()
+                .map(|g| g.to_kind(Kind::Double).square().sum(Kind::Double))
+                .collect();
+            let norm = Tensor::stack(&norms, 0)
+                .sum(Kind::Double)
+                .sqrt()
+                .double_value(&[]);
+            let coef = max_norm / (norm + 1e-6);
+            if coef < 1.0 {
+                for g in &mut grads {
+                    let _ = g.g_mul_scalar_(coef);
                 }
             }
-            norm
+            Some(norm)
         })
     }
 

@@ -93,3 +93,28 @@ fn radam_matches_torch() {
 fn radam_low_beta2_matches_torch_in_both_branches() {
     check_case("radam_low_beta2", OptimizerKind::Radam);
 }
+
+#[test]
+fn nonfinite_gradients_are_repaired_and_clipping_bounds_the_norm() {
+    let p = Tensor::zeros([4], (Kind::Float, tch::Device::Cpu)).set_requires_grad(true);
+    let g = Tensor::from_slice(&[f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 3.0]);
+    (&p * &g.nan_to_num(0.0, 0.0, 0.0))
+        .sum(Kind::Float)
+        .backward();
+    // Put the non-finite values into .grad directly, as a diverging backward would.
+    tch::no_grad(|| p.grad().copy_(&g));
+    let mut opt = Optimizer::from_params(
+        vec![("p".into(), p.shallow_clone())],
+        &OptimizerConfig::default(),
+    );
+    assert_eq!(opt.sanitize_grads(None), None);
+    assert_eq!(
+        Vec::<f32>::try_from(p.grad()).unwrap(),
+        vec![0.0, 1e5, -1e5, 3.0]
+    );
+    let norm = opt.sanitize_grads(Some(1.0)).unwrap();
+    assert!((norm - (2e10f64 + 9.0).sqrt()).abs() < 1e-3);
+    let clipped: Vec<f32> = Vec::<f32>::try_from(p.grad()).unwrap();
+    let n2: f64 = clipped.iter().map(|&x| (x as f64).powi(2)).sum();
+    assert!((n2.sqrt() - 1.0).abs() < 1e-5, "clipped norm {}", n2.sqrt());
+}
