@@ -259,7 +259,13 @@ impl Trainer {
                 ema = Ema::new(&net.vs, &cfg.ema);
             }
         }
-        let feeder = Feeder::new(dataset, cfg.seed, cfg.data.xflip, state.images_seen)?;
+        let feeder = Feeder::new(
+            dataset,
+            &cfg.data,
+            cfg.seed,
+            cfg.micro_batch_size() as usize,
+            state.images_seen,
+        )?;
         let stages = StageSchedule {
             iters_per_stage: cfg.schedule.iters_per_stage,
         };
@@ -513,7 +519,7 @@ impl Trainer {
             let mut loss_sum = 0f64;
             let (mut t_sum, mut r_sum, mut rt_sum) = (0f64, 0f64, 0f64);
             for _ in 0..batch / micro {
-                let b = self.feeder.next_batch(micro, self.device)?;
+                let b = self.feeder.next_batch(self.device)?;
                 let labels = self.labels(b.classes.as_deref());
                 let draw = self.draw(step, micro, &mut trng);
                 let out = self.loss(&draw, &b.images, labels.as_ref(), stage);
