@@ -283,3 +283,31 @@ fn ict_runs_and_logs_finite_losses() {
         ]
     );
 }
+
+#[test]
+fn diverging_run_skips_nonfinite_steps_then_stops_with_a_clear_error() {
+    let _turn = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_idx(&data, 16);
+    let run = tmp.path().join("boom");
+    // A learning rate of 1e30 blows the weights up after the first update; every later loss is non-finite.
+    let cfg = config(
+        &data,
+        &run,
+        "optimizer.lr=1e30\niterations=20\noutput.max_nonfinite=3\noutput.sample_every=0",
+    );
+    let err = train(&cfg, &quiet()).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("non-finite") && msg.contains("learning rate"),
+        "{msg}"
+    );
+    match err {
+        ect_train::TrainError::Diverged { count, step } => {
+            assert_eq!(count, 3);
+            assert!(step <= 5, "stopped at step {step}");
+        }
+        other => panic!("expected Diverged, got {other}"),
+    }
+}
