@@ -92,7 +92,63 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<RunSummary> {
     std::fs::create_dir_all(&run_dir).map_err(|e| TrainError::io(&run_dir, e))?;
     let json = serde_json::to_vec_pretty(cfg).expect("config serializes");
     sample::write_atomic(&run_dir.join(CONFIG_FILE), &json)?;
-    Trainer::new(cfg.clone(), run_dir, None)?.run(opts)
+    let trainer = Trainer::new(cfg.clone(), run_dir.clone(), None)?;
+    let meta = RunMeta::collect(cfg, &trainer.device, trainer.net.num_parameters());
+    let json = serde_json::to_vec_pretty(&meta).expect("run metadata serializes");
+    sample::write_atomic(&run_dir.join(META_FILE), &json)?;
+    trainer.run(opts)
+}
+
+/// File of the provenance record in a run directory.
+pub const META_FILE: &str = "run.json";
+
+/// Provenance of a run: enough to reproduce it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunMeta {
+    /// The seed.
+    pub seed: u64,
+    /// The device trained on, as libtorch names it.
+    pub device: String,
+    /// Number of trainable parameters.
+    pub parameters: u64,
+    /// This crate's version.
+    pub ect_train_version: &'static str,
+    /// `git rev-parse HEAD` of the working directory, when it is a git checkout.
+    pub git_revision: Option<String>,
+    /// Whether that checkout had uncommitted changes.
+    pub git_dirty: Option<bool>,
+    /// libtorch CPU threads in use.
+    pub torch_threads: i32,
+    /// Whether CUDA was available.
+    pub cuda_available: bool,
+}
+
+impl RunMeta {
+    fn collect(cfg: &TrainConfig, device: &Device, parameters: u64) -> Self {
+        let git = |args: &[&str]| {
+            std::process::Command::new("git")
+                .args(args)
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        };
+        let git_revision = git(&["rev-parse", "HEAD"]);
+        let git_dirty = git_revision
+            .as_ref()
+            .and(git(&["status", "--porcelain", "--untracked-files=no"]))
+            .map(|s| !s.is_empty());
+        Self {
+            seed: cfg.seed,
+            device: format!("{device:?}"),
+            parameters,
+            ect_train_version: env!("CARGO_PKG_VERSION"),
+            git_revision,
+            git_dirty,
+            torch_threads: tch::get_num_threads(),
+            cuda_available: tch::Cuda::is_available(),
+        }
+    }
 }
 
 /// Loads the TOML config at `path` with `overrides` and trains (the `ect train --config FILE --set ...`

@@ -158,6 +158,10 @@ fn pretrain_tune_sample() {
         "pretraining must reduce the loss: {first} -> {last}"
     );
     assert!(pre.join("samples/heun-000000120.png").exists());
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(pre.join("run.json")).unwrap()).unwrap();
+    assert_eq!(meta["seed"], 3);
+    assert!(meta["parameters"].as_u64().unwrap() > 1000);
 
     // ECT from the pretrained run; three stages of 20 iterations.
     let ect = tmp.path().join("ect");
