@@ -18,7 +18,8 @@ use crate::trainer::{read_run_config, CONFIG_FILE};
 pub enum Sampler {
     /// Consistency sampling on a time grid ending in 0 (`[80, 0]`, `[80, 0.821, 0]`, ...).
     Grid(Vec<f64>),
-    /// EDM's Heun sampler on `n` Karras times (`2n - 1` evaluations) with the run's sampling settings.
+    /// EDM's Heun sampler on `n` Karras times (`sigma_min` 0.002, `sigma_max` 80, `rho` 7; `2n - 1`
+    /// evaluations).
     Heun(usize),
 }
 

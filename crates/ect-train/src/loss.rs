@@ -19,8 +19,12 @@ pub enum Pass {
     Teacher,
     /// Diffusion training: training coefficients, fresh dropout masks.
     Train,
-    /// Sampling and evaluation: evaluation coefficients, no dropout.
+    /// Consistency sampling and evaluation: evaluation coefficients (ECM's `sigma_min` shift), no dropout.
     Eval,
+    /// Diffusion sampling (Heun): the training coefficients the denoiser was fitted with, no dropout. ECM's
+    /// evaluation shift would make `c_out` negative below its `sigma_min` (0.003), inside Karras grids
+    /// that reach 0.002.
+    Denoise,
 }
 
 /// A preconditioned network `D(x; sigma)`.

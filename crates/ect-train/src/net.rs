@@ -62,6 +62,7 @@ impl Denoiser for Network {
             Pass::Teacher => (CoeffMode::Train, DropoutMode::Replay(&self.tape)),
             Pass::Train => (CoeffMode::Train, DropoutMode::Sample),
             Pass::Eval => (CoeffMode::Eval, DropoutMode::Off),
+            Pass::Denoise => (CoeffMode::Train, DropoutMode::Off),
         };
         self.precond.forward(x, sigma, labels, coeffs, dropout)
     }

@@ -50,7 +50,8 @@ pub fn karras_grid(n: usize, sigma_min: f64, sigma_max: f64, rho: f64) -> Vec<f6
 }
 
 /// EDM's deterministic Heun sampler (`S_churn = 0`) on a time grid ending in 0; the state is kept in
-/// float64 as in EDM, the network runs in float32. `grid.len() - 1` steps take `2 (len - 1) - 1`
+/// float64 as in EDM, the network runs in float32 with [`Pass::Denoise`]. `grid.len() - 1` steps take
+/// `2 (len - 1) - 1`
 /// evaluations (35 for 18 Karras times).
 ///
 /// # Shapes
@@ -69,7 +70,7 @@ pub fn heun_sample(
                 &x.to_kind(Kind::Float),
                 &times(n, t, dev),
                 labels,
-                Pass::Eval,
+                Pass::Denoise,
             )
             .to_kind(Kind::Double)
         };
