@@ -1,0 +1,76 @@
+//! Every preset in `configs/` parses and validates as a training configuration (its `[experiment]` table
+//! aside), and its network is the one the preset's comment promises (counted without allocating).
+
+use std::path::PathBuf;
+
+fn presets() -> Vec<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+    let mut out: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    out.sort();
+    out
+}
+
+fn load(path: &std::path::Path) -> ect_train::TrainConfig {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut doc: toml::Table = toml::from_str(&text).unwrap();
+    doc.remove("experiment");
+    let text = toml::to_string(&doc).unwrap();
+    ect_train::TrainConfig::from_toml_str(&text, &path.display().to_string(), &[])
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[test]
+fn every_preset_validates_with_the_promised_network() {
+    let expected: &[(&str, u64)] = &[
+        // DDPM++ (55,732,739) plus EDM's augmentation-label embedding (9 x 128 = 1,152): the
+        // published EDM checkpoint has it, and strict loading needs the same network.
+        ("cifar10-ect.toml", 55_732_739 + 1_152),
+        ("cifar10-ect-1hour.toml", 55_732_739 + 1_152),
+        ("imagenet64-ect-s.toml", 280_209_253),
+        ("imagenet64-ect-m.toml", 497_803_045),
+        ("imagenet64-ect-l.toml", 777_492_197),
+        ("imagenet64-ect-xl.toml", 1_119_276_709),
+        ("fmnist-quick.toml", 1_752_993),
+    ];
+    let found = presets();
+    assert!(found.len() >= expected.len(), "{found:?}");
+    for (name, params) in expected {
+        let path = found
+            .iter()
+            .find(|p| p.file_name().unwrap() == *name)
+            .unwrap_or_else(|| panic!("{name} missing"));
+        let cfg = load(path);
+        let net = ect_train::net::Network::parse_config(&cfg.network).unwrap();
+        let count = ect_unet::count::try_count_parameters(&net).unwrap();
+        assert_eq!(count, *params, "{name}");
+    }
+    for path in &found {
+        load(path);
+    }
+}
+
+#[test]
+fn paper_recipes_carry_the_papers_hyperparameters() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+    let cifar = load(&dir.join("cifar10-ect.toml"));
+    assert_eq!((cifar.batch_size, cifar.iterations), (128, 400_000));
+    assert_eq!(cifar.schedule.q, 2.0);
+    assert_eq!(cifar.schedule.iters_per_stage, Some(25_000));
+    let hour = load(&dir.join("cifar10-ect-1hour.toml"));
+    assert_eq!(
+        (
+            hour.schedule.q,
+            hour.schedule.iters_per_stage,
+            hour.iterations
+        ),
+        (256.0, Some(8000), 8000)
+    );
+    let s = load(&dir.join("imagenet64-ect-s.toml"));
+    assert_eq!((s.batch_size, s.schedule.q), (1024, 4.0));
+    assert_eq!(s.sampling.grids[1], vec![80.0, 1.526, 0.0]);
+}
