@@ -179,12 +179,14 @@ impl UNetBlock {
         } else {
             self.norm1.forward(&(x + params)).silu()
         };
-        let x = self.conv1.forward(&dropout.dropout(&x, self.dropout));
-        let x = match &self.skip {
-            Some(skip) => x + skip.forward(orig),
-            None => x + orig,
-        };
-        let x = x * self.skip_scale;
+        // In place on fresh temporaries: neither the convolution nor the sum keeps its output for
+        // backward, and it saves two full-size activations per block.
+        let mut x = self.conv1.forward(&dropout.dropout(&x, self.dropout));
+        match &self.skip {
+            Some(skip) => x += skip.forward(orig),
+            None => x += orig,
+        }
+        x *= self.skip_scale;
         match &self.attn {
             None => x,
             Some(a) => {
@@ -198,7 +200,10 @@ impl UNetBlock {
                 ]);
                 let (q, k, v) = (qkv.select(2, 0), qkv.select(2, 1), qkv.select(2, 2));
                 let y = attention(&q, &k, &v).reshape(s.as_slice());
-                (a.proj.forward(&y) + x) * self.skip_scale
+                let mut out = a.proj.forward(&y);
+                out += &x;
+                out *= self.skip_scale;
+                out
             }
         }
     }

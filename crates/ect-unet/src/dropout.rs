@@ -126,7 +126,10 @@ impl DropoutMode<'_> {
             return x.zeros_like();
         }
         let mask = self.keep_mask(x, &x.size(), p);
-        (x * (1.0 / (1.0 - p))) * mask
+        // `x * mask` saves only the bool mask for backward; the scale goes in place on its output.
+        let mut y = x * mask;
+        y *= 1.0 / (1.0 - p);
+        y
     }
 
     /// Label dropout of the reference (`labels * (rand([N, 1]) >= p)`, no rescaling).
