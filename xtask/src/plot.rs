@@ -65,7 +65,12 @@ fn range(values: impl Iterator<Item = f64>, log: bool) -> anyhow::Result<(f64, f
     Ok(if log {
         (lo / 1.2, hi * 1.2)
     } else {
-        let pad = ((hi - lo) * 0.05).max(1e-12);
+        // A single value (one logged step) still gets a readable axis around it.
+        let pad = if hi - lo > 0.0 {
+            (hi - lo) * 0.05
+        } else {
+            (lo.abs() * 0.05).max(1.0)
+        };
         (lo - pad, hi + pad)
     })
 }

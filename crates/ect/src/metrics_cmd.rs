@@ -168,7 +168,9 @@ fn class_entropy(
             .filter(|&&c| c > 0)
             .map(|&c| c as f64 / n)
             .map(|p| -p * p.ln())
-            .sum(),
+            .sum::<f64>()
+            // A single class gives -0.0; print it as 0.
+            .abs(),
     ))
 }
 

@@ -193,6 +193,24 @@ impl Session {
             }
         }
         let scorer = self.timed("feature_net", |s| s.feature_net())?;
+        // The reference statistics (Fashion-MNIST test set) once, not once per samples file.
+        let reference = match &scorer {
+            Some(net) => {
+                let npz = eval_dir.join("reference_test.npz");
+                let mut a = args(["metrics", "stats", "--dataset"]);
+                a.extend([
+                    p(&self.data_path),
+                    "--split".into(),
+                    "test".into(),
+                    "--feature-net".into(),
+                    p(net),
+                ]);
+                a.extend(["--out".into(), p(&npz)]);
+                self.ect.run_json(&a)?;
+                Some(npz)
+            }
+            None => None,
+        };
         let mut scores = serde_json::Map::new();
         for (name, source, sampler, n) in jobs {
             let npy = eval_dir.join(format!("{name}.npy"));
@@ -211,19 +229,19 @@ impl Session {
                     a.extend(args(["--out".to_owned(), p(out)]));
                     s.ect.run(&a)?;
                 }
-                match &scorer {
-                    Some(net) => {
+                match (&scorer, &reference) {
+                    (Some(net), Some(reference)) => {
                         let mut a = args(["metrics", "score", "--samples"]);
                         a.extend([
                             p(&npy),
                             "--feature-net".into(),
                             p(net),
                             "--reference".into(),
+                            p(reference),
                         ]);
-                        a.extend([p(&s.data_path), "--split".into(), "test".into()]);
                         s.ect.run_json(&a).map(Some)
                     }
-                    None => Ok(None),
+                    _ => Ok(None),
                 }
             })?;
             scores.insert(name, score.unwrap_or(Value::Null));
