@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::Subcommand;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// `ect data` subcommands.
 #[derive(Debug, Subcommand)]
@@ -76,6 +76,18 @@ fn progress_printer(what: &'static str) -> impl FnMut(usize, usize) {
     }
 }
 
+/// Opens a dataset given on the command line (format and split as their CLI words).
+pub fn open_dataset(
+    path: &Path,
+    format: &str,
+    split: &str,
+) -> anyhow::Result<Box<dyn ect_data::Dataset>> {
+    let mut spec = ect_data::DatasetSpec::new(path.to_path_buf());
+    spec.format = format.parse()?;
+    spec.split = split.parse()?;
+    ect_data::open(&spec).with_context(|| format!("opening dataset {}", path.display()))
+}
+
 /// Runs an `ect data` subcommand.
 pub fn run(cmd: &DataCommand) -> anyhow::Result<()> {
     match cmd {
@@ -84,11 +96,7 @@ pub fn run(cmd: &DataCommand) -> anyhow::Result<()> {
             format,
             split,
         } => {
-            let mut spec = ect_data::DatasetSpec::new(dataset.clone());
-            spec.format = format.parse()?;
-            spec.split = split.parse()?;
-            let ds = ect_data::open(&spec)
-                .with_context(|| format!("opening dataset {}", dataset.display()))?;
+            let ds = open_dataset(dataset, format, split)?;
             let stats = ect_data::stats::dataset_stats(ds.as_ref())?;
             println!("{}", serde_json::to_string(&stats)?);
             Ok(())
@@ -135,11 +143,7 @@ pub fn run(cmd: &DataCommand) -> anyhow::Result<()> {
             split,
             dest,
         } => {
-            let mut spec = ect_data::DatasetSpec::new(dataset.clone());
-            spec.format = format.parse()?;
-            spec.split = split.parse()?;
-            let ds = ect_data::open(&spec)
-                .with_context(|| format!("opening dataset {}", dataset.display()))?;
+            let ds = open_dataset(dataset, format, split)?;
             let mut progress = progress_printer("convert");
             let out = ect_data::edm::write_zip_with_progress(ds.as_ref(), dest, &mut progress)?;
             println!("{}", out.display());

@@ -124,11 +124,7 @@ fn dataset_stats(
     batch: usize,
     max: Option<usize>,
 ) -> anyhow::Result<FeatureStats> {
-    let mut spec = ect_data::DatasetSpec::new(path.to_path_buf());
-    spec.format = format.parse()?;
-    spec.split = split.parse()?;
-    let ds =
-        ect_data::open(&spec).with_context(|| format!("opening dataset {}", path.display()))?;
+    let ds = crate::data_cmd::open_dataset(path, format, split)?;
     Ok(stats_of_dataset(ds.as_ref(), extractor, batch, max)?)
 }
 

@@ -13,6 +13,25 @@ pub struct TrainArgs {
     /// Override a field, `key.path=value` (repeatable), e.g. `--set optimizer.lr=2e-4`.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
+    #[command(flatten)]
+    pub run: RunFlags,
+}
+
+/// Options of `ect resume`.
+#[derive(Debug, clap::Args)]
+pub struct ResumeArgs {
+    /// The run directory.
+    pub run_dir: PathBuf,
+    /// Raise the total number of iterations (extend a finished run).
+    #[arg(long)]
+    pub iterations: Option<u64>,
+    #[command(flatten)]
+    pub run: RunFlags,
+}
+
+/// Flags of one invocation of a run (they do not change its results).
+#[derive(Debug, clap::Args)]
+pub struct RunFlags {
     /// Also write the run summary (JSON) to this file when the run ends or is interrupted.
     #[arg(long)]
     pub summary: Option<PathBuf>,
@@ -24,23 +43,15 @@ pub struct TrainArgs {
     pub quiet: bool,
 }
 
-/// Options of `ect resume`.
-#[derive(Debug, clap::Args)]
-pub struct ResumeArgs {
-    /// The run directory.
-    pub run_dir: PathBuf,
-    /// Raise the total number of iterations (extend a finished run).
-    #[arg(long)]
-    pub iterations: Option<u64>,
-    /// Also write the run summary (JSON) to this file.
-    #[arg(long)]
-    pub summary: Option<PathBuf>,
-    /// Stop with a checkpoint after this many steps.
-    #[arg(long)]
-    pub stop_at_step: Option<u64>,
-    /// No progress bar or log lines.
-    #[arg(long)]
-    pub quiet: bool,
+impl RunFlags {
+    fn options(&self) -> RunOptions {
+        RunOptions {
+            stop_at_step: self.stop_at_step,
+            handle_ctrl_c: true,
+            quiet: self.quiet,
+            stop_flag: None,
+        }
+    }
 }
 
 /// Options of `ect sample`.
@@ -98,12 +109,7 @@ fn finish(summary: &RunSummary, path: Option<&Path>) -> anyhow::Result<()> {
 /// `ect train`. An `[experiment]` table (read by `cargo xtask train-ect`: pretraining and evaluation
 /// settings) is ignored, so experiment presets also work here as plain training configurations.
 pub fn train(a: &TrainArgs) -> anyhow::Result<()> {
-    let opts = RunOptions {
-        stop_at_step: a.stop_at_step,
-        handle_ctrl_c: true,
-        quiet: a.quiet,
-        stop_flag: None,
-    };
+    let opts = a.run.options();
     let text = std::fs::read_to_string(&a.config)
         .with_context(|| format!("reading {}", a.config.display()))?;
     let mut doc: toml::Table =
@@ -113,20 +119,15 @@ pub fn train(a: &TrainArgs) -> anyhow::Result<()> {
     let cfg = ect_train::TrainConfig::from_toml_str(&toml::to_string(&doc)?, &origin, &a.set)?;
     let summary =
         ect_train::train(&cfg, &opts).with_context(|| format!("training with {origin}"))?;
-    finish(&summary, a.summary.as_deref())
+    finish(&summary, a.run.summary.as_deref())
 }
 
 /// `ect resume`.
 pub fn resume(a: &ResumeArgs) -> anyhow::Result<()> {
-    let opts = RunOptions {
-        stop_at_step: a.stop_at_step,
-        handle_ctrl_c: true,
-        quiet: a.quiet,
-        stop_flag: None,
-    };
+    let opts = a.run.options();
     let summary = ect_train::resume(&a.run_dir, a.iterations, &opts)
         .with_context(|| format!("resuming {}", a.run_dir.display()))?;
-    finish(&summary, a.summary.as_deref())
+    finish(&summary, a.run.summary.as_deref())
 }
 
 /// `ect sample`.

@@ -1,13 +1,8 @@
 //! `ect data stats`: one JSON object per dataset; bad input gets a one-line error naming the file.
 
-use std::process::Command;
+mod common;
 
-fn ect() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ect"));
-    cmd.env_remove("LD_LIBRARY_PATH")
-        .env_remove("RUST_BACKTRACE");
-    cmd
-}
+use common::{ect, last_json_line, tmp, write_idx};
 
 const FMNIST: &str = "/usr/share/datasets/fashion-mnist";
 
@@ -50,8 +45,7 @@ fn stats_of_debian_fashion_mnist_test_split() {
 
 #[test]
 fn corrupt_idx_file_is_a_clear_error() {
-    let dir = std::env::temp_dir().join(format!("ect-cli-data-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = tmp("corrupt");
     let file = dir.join("train-images-idx3-ubyte");
     // Right magic, 2 images of 28x28 announced, but only 10 bytes of pixels.
     let mut bytes = vec![0, 0, 8, 3, 0, 0, 0, 2, 0, 0, 0, 28, 0, 0, 0, 28];
@@ -91,31 +85,22 @@ fn missing_path_is_a_clear_error() {
 /// `ect data convert` to an EDM zip keeps every pixel and label: the zip's stats equal the source's.
 #[test]
 fn convert_to_edm_zip_preserves_pixels_and_labels() {
-    let dir = std::env::temp_dir().join(format!("ect-cli-convert-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let n = 12u32;
-    let mut images = vec![0, 0, 8, 3];
-    for d in [n, 5, 7] {
-        images.extend_from_slice(&d.to_be_bytes());
-    }
-    images.extend((0..n * 35).map(|i| (i * 31 % 256) as u8));
-    let mut labels = vec![0, 0, 8, 1];
-    labels.extend_from_slice(&n.to_be_bytes());
-    labels.extend((0..n).map(|i| (i % 3) as u8));
-    std::fs::write(dir.join("train-images-idx3-ubyte"), images).unwrap();
-    std::fs::write(dir.join("train-labels-idx1-ubyte"), labels).unwrap();
-    let stats = |path: &std::path::Path| -> serde_json::Value {
-        let out = ect()
-            .args(["data", "stats", "--dataset"])
-            .arg(path)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
+    let dir = tmp("convert");
+    write_idx(
+        &dir,
+        "train",
+        (12, 5, 7),
+        |i, p| ((i * 35 + p) * 31 % 256) as u8,
+        |i| (i % 3) as u8,
+    );
+    let stats = |path: &std::path::Path| {
+        last_json_line(
+            &ect()
+                .args(["data", "stats", "--dataset"])
+                .arg(path)
+                .output()
+                .unwrap(),
+        )
     };
     let zip = dir.join("out.zip");
     let out = ect()

@@ -1,13 +1,9 @@
 //! `ect info` is the first proof that the libtorch bootstrap works: it must run without
 //! `LD_LIBRARY_PATH` (rpath) and report the libtorch it was built against.
 
-use std::process::Command;
+mod common;
 
-fn ect() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ect"));
-    cmd.env_remove("LD_LIBRARY_PATH");
-    cmd
-}
+use common::ect;
 
 #[test]
 fn info_runs_without_ld_library_path_and_reports_libtorch() {

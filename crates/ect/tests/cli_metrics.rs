@@ -3,22 +3,11 @@
 
 use ect_metrics::npy::{NpyArray, NpyData};
 use ect_metrics::FeatureStats;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
-fn ect() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ect"));
-    cmd.env_remove("LD_LIBRARY_PATH")
-        .env_remove("RUST_BACKTRACE");
-    cmd
-}
+mod common;
 
-fn tmp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("ect-cli-metrics-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+use common::{ect, last_json_line, tmp, write_idx};
 
 #[test]
 fn fd_of_two_npz_files_matches_the_library() {
@@ -59,35 +48,11 @@ fn fd_of_two_npz_files_matches_the_library() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// 40 labelled 28x28 images as the IDX test split.
+/// 40 labelled 28x28 images as the IDX test split (and, so the folder is recognised, the train split).
 fn write_idx_test_split(dir: &Path) -> Vec<u8> {
-    let n = 40u32;
-    let mut images = vec![0, 0, 8, 3];
-    for d in [n, 28, 28] {
-        images.extend_from_slice(&d.to_be_bytes());
-    }
-    let mut labels = vec![0, 0, 8, 1];
-    labels.extend_from_slice(&n.to_be_bytes());
-    let mut pixels = Vec::new();
-    for i in 0..n {
-        labels.push((i % 10) as u8);
-        pixels.extend((0..784u32).map(|p| ((p * 7 + i * 13) % 256) as u8));
-    }
-    images.extend_from_slice(&pixels);
-    std::fs::write(dir.join("t10k-images-idx3-ubyte"), images).unwrap();
-    std::fs::write(dir.join("t10k-labels-idx1-ubyte"), labels).unwrap();
-    // The train split must exist for the folder to be recognised as IDX data.
-    std::fs::copy(
-        dir.join("t10k-images-idx3-ubyte"),
-        dir.join("train-images-idx3-ubyte"),
-    )
-    .unwrap();
-    std::fs::copy(
-        dir.join("t10k-labels-idx1-ubyte"),
-        dir.join("train-labels-idx1-ubyte"),
-    )
-    .unwrap();
-    pixels
+    let pixel = |i: u32, p: u32| ((p * 7 + i * 13) % 256) as u8;
+    write_idx(dir, "train", (40, 28, 28), pixel, |i| (i % 10) as u8);
+    write_idx(dir, "t10k", (40, 28, 28), pixel, |i| (i % 10) as u8)
 }
 
 #[test]
@@ -102,22 +67,17 @@ fn score_samples_against_a_dataset_with_the_feature_net() {
     let mut nhwc = NpyArray::new(vec![40, 28, 28, 1], NpyData::U8(pixels)).unwrap();
     let same = dir.join("same.npy");
     nhwc.save(&same).unwrap();
-    let score = |samples: &Path| -> serde_json::Value {
-        let out = ect()
-            .args(["metrics", "score", "--samples"])
-            .arg(samples)
-            .arg("--feature-net")
-            .arg(&net)
-            .arg("--reference")
-            .arg(&dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap()
+    let score = |samples: &Path| {
+        let mut cmd = ect();
+        cmd.args(["metrics", "score", "--samples"]).arg(samples);
+        last_json_line(
+            &cmd.arg("--feature-net")
+                .arg(&net)
+                .arg("--reference")
+                .arg(&dir)
+                .output()
+                .unwrap(),
+        )
     };
     let s = score(&same);
     assert_eq!(s["n"], 40);

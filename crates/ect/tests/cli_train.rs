@@ -1,39 +1,11 @@
 //! The training and sampling commands end to end through the binary: `ect train` (with an experiment
 //! table that it ignores), `ect resume --iterations`, `ect sample` to `.npy` and `.png`, and `ect parity`.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
-fn ect() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ect"));
-    cmd.env_remove("LD_LIBRARY_PATH")
-        .env_remove("RUST_BACKTRACE");
-    cmd
-}
+mod common;
 
-fn tmp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("ect-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// 32 random-ish 8x8 grayscale images with labels, as IDX files.
-fn write_idx(dir: &Path) {
-    let n = 32u32;
-    let mut images = vec![0, 0, 8, 3];
-    for d in [n, 8, 8] {
-        images.extend_from_slice(&d.to_be_bytes());
-    }
-    let mut labels = vec![0, 0, 8, 1];
-    labels.extend_from_slice(&n.to_be_bytes());
-    for i in 0..n {
-        labels.push((i % 2) as u8);
-        images.extend((0..64u32).map(|p| ((p * 37 + i * 11) % 256) as u8));
-    }
-    std::fs::write(dir.join("train-images-idx3-ubyte"), images).unwrap();
-    std::fs::write(dir.join("train-labels-idx1-ubyte"), labels).unwrap();
-}
+use common::{ect, last_json_line, tmp, write_idx};
 
 const CONFIG: &str = r#"
 seed = 1
@@ -70,7 +42,13 @@ name = "ignored by ect train"
 #[test]
 fn train_resume_and_sample_through_the_binary() {
     let dir = tmp("train");
-    write_idx(&dir);
+    write_idx(
+        &dir,
+        "train",
+        (32, 8, 8),
+        |i, p| ((p * 37 + i * 11) % 256) as u8,
+        |i| (i % 2) as u8,
+    );
     let cfg = dir.join("tiny.toml");
     std::fs::write(&cfg, CONFIG).unwrap();
     let run = dir.join("run");
@@ -95,9 +73,7 @@ fn train_resume_and_sample_through_the_binary() {
     assert_eq!(s["steps"], 4);
     assert_eq!(s["images_seen"], 32);
     assert_eq!(s["interrupted"], false);
-    let stdout_json: serde_json::Value =
-        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
-    assert_eq!(stdout_json, s, "stdout's last line is the summary");
+    assert_eq!(last_json_line(&out), s, "stdout's last line is the summary");
 
     // Training again into the same directory is refused; resuming extends it.
     let again = ect()
@@ -121,13 +97,7 @@ fn train_resume_and_sample_through_the_binary() {
         .args(["--iterations", "6"])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let s: serde_json::Value =
-        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
+    let s = last_json_line(&out);
     assert_eq!(s["steps"], 6);
     assert_eq!(s["images_seen"], 48);
 

@@ -1,0 +1,59 @@
+//! Helpers shared by the CLI tests: the binary under test, scratch folders, small IDX datasets.
+
+#![allow(dead_code)] // each test file uses a different subset
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The `ect` binary, run without `LD_LIBRARY_PATH` (the rpath must suffice) and without backtraces.
+pub fn ect() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ect"));
+    cmd.env_remove("LD_LIBRARY_PATH")
+        .env_remove("RUST_BACKTRACE");
+    cmd
+}
+
+/// A fresh scratch folder for one test.
+pub fn tmp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ect-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Writes `<prefix>-images-idx3-ubyte` and `<prefix>-labels-idx1-ubyte` (`prefix` is `train` or `t10k`)
+/// with `n` images of `h x w` and returns the pixels.
+pub fn write_idx(
+    dir: &Path,
+    prefix: &str,
+    (n, h, w): (u32, u32, u32),
+    pixel: impl Fn(u32, u32) -> u8,
+    label: impl Fn(u32) -> u8,
+) -> Vec<u8> {
+    let mut images = vec![0, 0, 8, 3];
+    for d in [n, h, w] {
+        images.extend_from_slice(&d.to_be_bytes());
+    }
+    let pixels: Vec<u8> = (0..n)
+        .flat_map(|i| (0..h * w).map(move |p| (i, p)))
+        .map(|(i, p)| pixel(i, p))
+        .collect();
+    images.extend_from_slice(&pixels);
+    let mut labels = vec![0, 0, 8, 1];
+    labels.extend_from_slice(&n.to_be_bytes());
+    labels.extend((0..n).map(label));
+    std::fs::write(dir.join(format!("{prefix}-images-idx3-ubyte")), images).unwrap();
+    std::fs::write(dir.join(format!("{prefix}-labels-idx1-ubyte")), labels).unwrap();
+    pixels
+}
+
+/// Asserts success and parses the last line of standard output as JSON.
+pub fn last_json_line(out: &Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.lines().last().expect("some output")).expect("JSON on the last line")
+}
