@@ -254,11 +254,22 @@ pub struct ScheduleConfig {
     pub mapping: Mapping,
     /// Stage base `q` (CIFAR 2, ImageNet 4, "1 hour" 256).
     pub q: f64,
-    /// Iterations per stage; `None`: one stage for the whole run. The public code advances the stage every
+    /// Iterations per stage; `0` (or `None` from Rust): one stage for the whole run, as the "1 hour" recipe.
+    /// A missing field keeps the CIFAR-10 default of 25k: TOML has no null, so a single stage is written
+    /// `iters_per_stage = 0`. The public code advances the stage every
     /// `double` ticks of `kimg_per_tick` thousand images, i.e. every `double * kimg_per_tick * 1000 /
     /// batch_size` iterations (`ect_schedule::stage::StageSchedule::from_ticks` converts); the CIFAR-10
     /// recipe's period is 25k iterations at batch 128.
     pub iters_per_stage: Option<u64>,
+}
+
+impl ScheduleConfig {
+    /// The stage schedule: `iters_per_stage = 0` means a single stage.
+    pub fn stages(&self) -> ect_schedule::stage::StageSchedule {
+        ect_schedule::stage::StageSchedule {
+            iters_per_stage: self.iters_per_stage.filter(|&n| n > 0),
+        }
+    }
 }
 
 impl Default for ScheduleConfig {
@@ -516,12 +527,6 @@ impl TrainConfig {
             return Err(inv(
                 "schedule.q",
                 format!("must be > 1, got {}", self.schedule.q),
-            ));
-        }
-        if self.schedule.iters_per_stage == Some(0) {
-            return Err(inv(
-                "schedule.iters_per_stage",
-                "must be > 0 (omit it for a single stage)",
             ));
         }
         self.optimizer.validate("optimizer")?;

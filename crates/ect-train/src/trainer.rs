@@ -322,9 +322,7 @@ impl Trainer {
             cfg.micro_batch_size() as usize,
             state.images_seen,
         )?;
-        let stages = StageSchedule {
-            iters_per_stage: cfg.schedule.iters_per_stage,
-        };
+        let stages = cfg.schedule.stages();
         let ict_c = match &cfg.objective {
             ObjectiveConfig::Ict { c: Some(c), .. } => *c,
             _ => ect_schedule::ict::pseudo_huber_c((c * h * w) as usize),

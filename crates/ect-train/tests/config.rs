@@ -142,3 +142,17 @@ fn lr_schedule_warmup_and_inverse_sqrt_decay() {
     assert_eq!(o.lr_at(500), 1e-2);
     assert!((o.lr_at(4000) - 1e-2 / 2.0).abs() < 1e-15);
 }
+
+#[test]
+fn zero_iterations_per_stage_is_a_single_stage() {
+    let sets = ["schedule.iters_per_stage=0".to_owned()];
+    let cfg = TrainConfig::from_toml_str(MINIMAL, "<test>", &sets).unwrap();
+    let stages = cfg.schedule.stages();
+    assert_eq!(stages.stage_at(0), 0);
+    assert_eq!(stages.stage_at(10_000_000), 0);
+    let default = TrainConfig::from_toml_str(MINIMAL, "<test>", &[])
+        .unwrap()
+        .schedule
+        .stages();
+    assert_eq!((default.stage_at(24_999), default.stage_at(25_000)), (0, 1));
+}
