@@ -111,28 +111,6 @@ pub fn parse_labels(json: &[u8], names: &[String], path: &Path) -> Result<Option
         .map(Some)
 }
 
-/// All files below `dir` as `/`-separated relative paths.
-fn walk(dir: &Path, prefix: &str, out: &mut Vec<String>) -> Result<()> {
-    for entry in std::fs::read_dir(dir).map_err(|e| DataError::io(dir, e))? {
-        let entry = entry.map_err(|e| DataError::io(dir, e))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let rel = if prefix.is_empty() {
-            name
-        } else {
-            format!("{prefix}/{name}")
-        };
-        let ty = entry
-            .file_type()
-            .map_err(|e| DataError::io(entry.path(), e))?;
-        if ty.is_dir() || (ty.is_symlink() && entry.path().is_dir()) {
-            walk(&entry.path(), &rel, out)?;
-        } else {
-            out.push(rel);
-        }
-    }
-    Ok(())
-}
-
 impl EdmArchive {
     /// Opens a `.zip` or a folder.
     pub fn open(path: &Path) -> Result<Self> {
@@ -145,7 +123,7 @@ impl EdmArchive {
             return Self::from_shared(Shared::Map(Arc::new(map)), path);
         }
         let mut names = Vec::new();
-        walk(path, "", &mut names)?;
+        crate::util::walk_files(path, "", &|_| true, &mut names)?;
         let json = if names.iter().any(|n| n == "dataset.json") {
             Some(crate::util::read_file(&path.join("dataset.json"))?)
         } else {

@@ -57,24 +57,6 @@ pub(crate) fn looks_like_imagenet(path: &Path) -> bool {
         })
 }
 
-fn walk(dir: &Path, prefix: &str, out: &mut Vec<String>) -> Result<()> {
-    for entry in std::fs::read_dir(dir).map_err(|e| DataError::io(dir, e))? {
-        let entry = entry.map_err(|e| DataError::io(dir, e))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let rel = if prefix.is_empty() {
-            name
-        } else {
-            format!("{prefix}/{name}")
-        };
-        if entry.path().is_dir() {
-            walk(&entry.path(), &rel, out)?;
-        } else if crate::edm::is_image_name(&rel) {
-            out.push(rel);
-        }
-    }
-    Ok(())
-}
-
 impl ImageNetFolder {
     /// Lists the split's images (sorted relative paths); labels are the sorted top-level folder names
     /// (none when there is a single folder, as in EDM2's tool).
@@ -87,7 +69,7 @@ impl ImageNetFolder {
         }
         let root = split_dir(path, split);
         let mut names = Vec::new();
-        walk(&root, "", &mut names)?;
+        crate::util::walk_files(&root, "", &crate::edm::is_image_name, &mut names)?;
         names.sort();
         if names.is_empty() {
             return Err(DataError::format(&root, "no JPEG or PNG images found"));

@@ -92,3 +92,31 @@ pub(crate) fn tar_members(
     }
     Ok(out)
 }
+
+/// Appends to `out` every file below `dir` (following links to folders) that `keep` accepts, as a
+/// `/`-separated path relative to the walk's root; `prefix` is `dir`'s own relative path (`""` at the root).
+pub(crate) fn walk_files(
+    dir: &Path,
+    prefix: &str,
+    keep: &dyn Fn(&str) -> bool,
+    out: &mut Vec<String>,
+) -> Result<()> {
+    for entry in std::fs::read_dir(dir).map_err(|e| DataError::io(dir, e))? {
+        let entry = entry.map_err(|e| DataError::io(dir, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let rel = if prefix.is_empty() {
+            name
+        } else {
+            format!("{prefix}/{name}")
+        };
+        let ty = entry
+            .file_type()
+            .map_err(|e| DataError::io(entry.path(), e))?;
+        if ty.is_dir() || (ty.is_symlink() && entry.path().is_dir()) {
+            walk_files(&entry.path(), &rel, keep, out)?;
+        } else if keep(&rel) {
+            out.push(rel);
+        }
+    }
+    Ok(())
+}
