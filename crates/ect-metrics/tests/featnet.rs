@@ -9,6 +9,10 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tch::Device;
 
+/// libtorch's RNG is process-global: tests that create networks take this lock so the seeded
+/// training run sees the same initialization whatever the test threads do.
+static TORCH_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Class k: a bright horizontal bar at rows 2k..2k+4 on noise.
 fn synthetic(n: usize, seed: u64) -> (Vec<u8>, Vec<u32>) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -33,6 +37,7 @@ fn synthetic(n: usize, seed: u64) -> (Vec<u8>, Vec<u32>) {
 
 #[test]
 fn tiny_training_lowers_the_loss_and_round_trips() {
+    let _rng = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
     let (px, labels) = synthetic(640, 1);
     let data = LabeledImages {
         pixels: &px,
@@ -49,7 +54,9 @@ fn tiny_training_lowers_the_loss_and_round_trips() {
     assert_eq!(report.steps, 30);
     let first: f64 = report.step_losses[..5].iter().sum::<f64>() / 5.0;
     let last: f64 = report.step_losses[25..].iter().sum::<f64>() / 5.0;
-    assert!(first > 2.0 && last < 0.5 * first, "loss {first} -> {last}");
+    // Ten classes start near ln 10 = 2.30; the bars are learned within a few steps, so the
+    // first five steps already average below that.
+    assert!(first > 1.5 && last < 0.1 * first, "loss {first} -> {last}");
     let acc = report.test_accuracy.unwrap();
     assert!(acc > 0.9, "accuracy {acc}");
 
@@ -69,6 +76,7 @@ fn tiny_training_lowers_the_loss_and_round_trips() {
 
 #[test]
 fn bad_inputs_are_rejected() {
+    let _rng = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
     let net = FeatureNet::new(Device::Cpu);
     let err = net
         .extract(&ImageBatch::new(&[0u8; 3 * 784], 1, 3, 28, 28).unwrap())
