@@ -46,6 +46,8 @@ pub struct TrainConfig {
     pub sampling: SamplingConfig,
     /// Output directory and intervals.
     pub output: OutputConfig,
+    /// Periodic Fréchet distance during training (off by default).
+    pub eval: crate::periodic_eval::EvalConfig,
 }
 
 impl Default for TrainConfig {
@@ -66,6 +68,7 @@ impl Default for TrainConfig {
             ema: EmaConfig::default(),
             sampling: SamplingConfig::default(),
             output: OutputConfig::default(),
+            eval: crate::periodic_eval::EvalConfig::default(),
         }
     }
 }
@@ -444,6 +447,7 @@ impl TrainConfig {
             return Err(inv("iterations", "must be > 0"));
         }
         parse_device(&self.device)?;
+        self.eval.validate()?;
         if self.data.path.as_os_str().is_empty() {
             return Err(inv(
                 "data.path",

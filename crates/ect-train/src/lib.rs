@@ -13,6 +13,7 @@ pub mod generate;
 pub mod loss;
 pub mod net;
 pub mod optim;
+pub mod periodic_eval;
 pub mod rng;
 pub mod sample;
 pub mod trainer;

@@ -20,6 +20,8 @@ pub enum Stream {
     Data = 5,
     /// Horizontal flips (one draw per image).
     Flip = 6,
+    /// Fixed noise of the periodic evaluation (`[eval]`).
+    Eval = 7,
 }
 
 /// SplitMix64's finalizer: a bijective scramble, so nearby inputs give unrelated seeds.

@@ -21,6 +21,7 @@ use crate::feeder::Feeder;
 use crate::loss::{self, EctLoss, LossOutput};
 use crate::net::Network;
 use crate::optim::Optimizer;
+use crate::periodic_eval::{EvalSampler, PeriodicEval};
 use crate::rng::{self, Stream};
 use crate::sample;
 
@@ -237,6 +238,7 @@ struct Trainer {
     label_dim: i64,
     ict: Option<IctGrid>,
     ict_c: f64,
+    evaluator: Option<PeriodicEval>,
 }
 
 impl Trainer {
@@ -327,7 +329,9 @@ impl Trainer {
             ObjectiveConfig::Ict { c: Some(c), .. } => *c,
             _ => ect_schedule::ict::pseudo_huber_c((c * h * w) as usize),
         };
+        let evaluator = PeriodicEval::open(&cfg.eval, &run_dir, device)?;
         Ok(Self {
+            evaluator,
             cfg,
             run_dir,
             device,
@@ -456,6 +460,60 @@ impl Trainer {
                 self.ema.save(dir)
             },
         )
+    }
+
+    /// Periodic FD of the first EMA track with every sampler of the run (`[eval]`): appends to
+    /// `fd.jsonl` and returns a short summary for the log.
+    fn run_eval(&mut self) -> Result<String> {
+        let Some(evaluator) = &self.evaluator else {
+            return Ok(String::new());
+        };
+        self.ema.copy_into(0, &self.sampler_net.vs)?;
+        let s = &self.cfg.sampling;
+        let samplers: Vec<EvalSampler> = match self.cfg.objective {
+            ObjectiveConfig::Edm { .. } => vec![EvalSampler {
+                name: "heun".into(),
+                grid: sample::karras_grid(s.heun_steps, s.sigma_min, s.sigma_max, s.rho),
+                heun: true,
+            }],
+            _ => s
+                .grids
+                .iter()
+                .map(|g| EvalSampler {
+                    name: format!("{}step", g.len() - 1),
+                    grid: g.clone(),
+                    heun: false,
+                })
+                .collect(),
+        };
+        let cfg = self.sampler_net.precond.config().clone();
+        let shape = [
+            cfg.img_channels(),
+            cfg.img_resolution(),
+            cfg.img_resolution(),
+        ];
+        let (label_dim, device) = (self.label_dim, self.device);
+        let labels = move |first: i64, n: i64| {
+            (label_dim > 0).then(|| {
+                let classes: Vec<i64> = (first..first + n).map(|i| i % label_dim).collect();
+                sample::one_hot(&classes, label_dim, device)
+            })
+        };
+        let records = evaluator.evaluate(
+            &self.sampler_net,
+            &samplers,
+            shape,
+            &labels,
+            self.cfg.seed,
+            self.state.step,
+            self.state.images_seen,
+            self.device,
+        )?;
+        Ok(records
+            .iter()
+            .map(|r| format!("{} {} {:.2}", r.metric, r.sampler, r.fd))
+            .collect::<Vec<_>>()
+            .join(", "))
     }
 
     /// Sample grids from fixed noise with the first EMA track, named by step.
@@ -647,6 +705,14 @@ impl Trainer {
             if every(cfg.output.sample_every) {
                 self.write_samples()?;
             }
+            if every(cfg.eval.every) {
+                let summary = self.run_eval()?;
+                match &bar {
+                    Some(b) => b.println(format!("step {s}: {summary}")),
+                    None if !opts.quiet => eprintln!("step {s}/{} {summary}", cfg.iterations),
+                    None => {}
+                }
+            }
             if every(cfg.output.checkpoint_every) && s < cfg.iterations {
                 last_ckpt = Some(self.checkpoint()?);
             }
@@ -675,6 +741,12 @@ impl Trainer {
             cfg.output.sample_every > 0 && self.state.step % cfg.output.sample_every == 0;
         if !interrupted && cfg.output.sample_every > 0 && !sampled_now {
             self.write_samples()?;
+        }
+        if !interrupted && cfg.eval.every > 0 && self.state.step % cfg.eval.every != 0 {
+            let summary = self.run_eval()?;
+            if !opts.quiet {
+                eprintln!("step {} {summary}", self.state.step);
+            }
         }
         if let Some(b) = &bar {
             b.finish();
