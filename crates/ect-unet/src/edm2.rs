@@ -6,6 +6,7 @@ use crate::builder::Builder;
 use crate::config::Edm2Config;
 use crate::dropout::DropoutMode;
 use crate::error::UnetError;
+use crate::flops::{self, OpKind};
 use crate::layers::{attention, normalized_filter};
 use tch::{Kind, Tensor};
 
@@ -127,10 +128,13 @@ impl MPConv {
         };
         let w = w.to_kind(x.kind());
         if w.dim() == 2 {
+            flops::linear(x, &w);
             return x.linear(&w, None::<Tensor>);
         }
         let pad = w.size()[3] / 2;
-        x.conv2d(&w, None::<Tensor>, [1, 1], [pad, pad], [1, 1], 1)
+        let y = x.conv2d(&w, None::<Tensor>, [1, 1], [pad, pad], [1, 1], 1);
+        flops::conv(OpKind::Conv, &y, &w);
+        y
     }
 }
 
@@ -149,16 +153,23 @@ fn resample(x: &Tensor, taps: &[f64], mode: BlockResample) -> Tensor {
         .to_kind(x.kind())
         .expand([c, 1, k, k], false);
     match mode {
-        BlockResample::Down => x.conv2d(&f, None::<Tensor>, [2, 2], [pad, pad], [1, 1], c),
-        _ => x.conv_transpose2d(
-            &(f * 4.0),
-            None::<Tensor>,
-            [2, 2],
-            [pad, pad],
-            [0, 0],
-            c,
-            [1, 1],
-        ),
+        BlockResample::Down => {
+            let y = x.conv2d(&f, None::<Tensor>, [2, 2], [pad, pad], [1, 1], c);
+            flops::conv(OpKind::Resample, &y, &f);
+            y
+        }
+        _ => {
+            flops::conv_transpose(OpKind::Resample, x, &f);
+            x.conv_transpose2d(
+                &(f * 4.0),
+                None::<Tensor>,
+                [2, 2],
+                [pad, pad],
+                [0, 0],
+                c,
+                [1, 1],
+            )
+        }
     }
 }
 

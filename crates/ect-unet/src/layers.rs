@@ -3,6 +3,7 @@
 
 use crate::builder::{weight_init, Builder, Init};
 use crate::error::UnetError;
+use crate::flops::{self, OpKind};
 use tch::{Kind, Tensor};
 
 /// Fully-connected layer `x W^T + b` with the reference initialization.
@@ -42,6 +43,7 @@ impl Linear {
     /// # Shapes
     /// x: [N, in] -> [N, out].
     pub fn forward(&self, x: &Tensor) -> Tensor {
+        flops::linear(x, &self.weight);
         x.linear(&self.weight, self.bias.as_ref())
     }
 }
@@ -93,20 +95,17 @@ impl FirResample {
     /// Halves the resolution with `padding` (the reference's `f_pad`, or `w_pad + f_pad` when fused).
     fn down(&self, x: &Tensor, padding: i64) -> Tensor {
         let c = x.size()[1];
-        x.conv2d(
-            &self.depthwise(c, x.kind()),
-            None::<Tensor>,
-            [2, 2],
-            [padding, padding],
-            [1, 1],
-            c,
-        )
+        let w = self.depthwise(c, x.kind());
+        let y = x.conv2d(&w, None::<Tensor>, [2, 2], [padding, padding], [1, 1], c);
+        flops::conv(OpKind::Resample, &y, &w);
+        y
     }
 
     /// Doubles the resolution with `padding` on the transposed convolution.
     fn up(&self, x: &Tensor, padding: i64) -> Tensor {
         let c = x.size()[1];
         let w = self.depthwise(c, x.kind()) * 4.0;
+        flops::conv_transpose(OpKind::Resample, x, &w);
         x.conv_transpose2d(
             &w,
             None::<Tensor>,
@@ -200,17 +199,14 @@ impl Conv2d {
             (Some((Resample::Up, f)), Some(w)) if self.fused => {
                 let f_pad = f.pad();
                 let x = f.up(x, (f_pad - w_pad).max(0));
-                x.conv2d(
-                    w,
-                    None::<Tensor>,
-                    [1, 1],
-                    [(w_pad - f_pad).max(0); 2],
-                    [1, 1],
-                    1,
-                )
+                let pad = (w_pad - f_pad).max(0);
+                let y = x.conv2d(w, None::<Tensor>, [1, 1], [pad, pad], [1, 1], 1);
+                flops::conv(OpKind::Conv, &y, w);
+                y
             }
             (Some((Resample::Down, f)), Some(w)) if self.fused => {
                 let x = x.conv2d(w, None::<Tensor>, [1, 1], [w_pad + f.pad(); 2], [1, 1], 1);
+                flops::conv(OpKind::Conv, &x, w);
                 f.down(&x, 0)
             }
             (resample, w) => {
@@ -222,7 +218,9 @@ impl Conv2d {
                 match w {
                     // The bias is fused into the convolution here; the reference adds it afterwards.
                     Some(w) => {
-                        return x.conv2d(w, self.bias.as_ref(), [1, 1], [w_pad, w_pad], [1, 1], 1)
+                        let y = x.conv2d(w, self.bias.as_ref(), [1, 1], [w_pad, w_pad], [1, 1], 1);
+                        flops::conv(OpKind::Conv, &y, w);
+                        return y;
                     }
                     None => x,
                 }
@@ -291,11 +289,12 @@ impl GroupNorm {
 /// q, k, v: [B, c, L] -> [B, c, L].
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Tensor {
     let c = q.size()[1] as f64;
-    let w = q
-        .transpose(1, 2)
-        .bmm(&(k / c.sqrt()))
-        .softmax(2, Kind::Float);
-    v.bmm(&w.transpose(1, 2))
+    let qt = q.transpose(1, 2);
+    flops::bmm(&qt, k);
+    let w = qt.bmm(&(k / c.sqrt())).softmax(2, Kind::Float);
+    let wt = w.transpose(1, 2);
+    flops::bmm(v, &wt);
+    v.bmm(&wt)
 }
 
 /// The same attention through libtorch's fused kernel (scale `1/sqrt(c)`), kept for benchmarks and
@@ -305,6 +304,10 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Tensor {
 /// q, k, v: [B, c, L] -> [B, c, L].
 pub fn attention_fused(q: &Tensor, k: &Tensor, v: &Tensor) -> Tensor {
     let c = q.size()[1] as f64;
+    // Counted as the two products of `attention`, whatever the kernel does internally.
+    let (s, l) = (q.size(), k.size()[2]);
+    flops::bmm_dims(s[0], s[2], s[1], l);
+    flops::bmm_dims(s[0], s[1], l, l);
     let out = Tensor::scaled_dot_product_attention(
         &q.transpose(1, 2),
         &k.transpose(1, 2),

@@ -12,6 +12,7 @@
 //! [`load_weights`] / [`save_weights`] round-trip a converted reference checkpoint exactly.
 //! Dropout masks can be recorded and replayed ([`DropoutMode`], [`MaskTape`]) so that ECT's teacher
 //! pass sees the student pass's masks. [`parity::check_fixture`] compares against reference outputs.
+//! [`flops`] counts the multiply-accumulates of the forward passes (for compute budgets).
 
 // tch implements `+=` as an in-place `add_`: autograd may still need the old value, and skip lists
 // share storage with the activations, so the networks always build new tensors.
@@ -25,6 +26,7 @@ pub mod dhariwal;
 pub mod dropout;
 pub mod edm2;
 pub mod error;
+pub mod flops;
 pub mod layers;
 pub mod parity;
 pub mod precond;
@@ -38,6 +40,7 @@ pub use config::{
 pub use count::{count_parameters, try_count_parameters};
 pub use dropout::{DropoutMode, MaskTape};
 pub use error::UnetError;
+pub use flops::{count_flops, forward_flops_per_image, FlopCount};
 pub use parity::{check_fixture, ParityReport};
 pub use precond::{CoeffMode, Precond};
 pub use weights::{load_weights, save_weights};
