@@ -6,7 +6,6 @@ mod ect_bin;
 mod experiment;
 mod libtorch;
 mod plot;
-#[allow(dead_code)] // used by the scaling sweep
 mod powerlaw;
 mod test;
 
@@ -37,6 +36,9 @@ enum Command {
     TrainEct(experiment::ExperimentArgs),
     /// Only the diffusion pretraining of an experiment (cached and reused by train-ect).
     PretrainDm(experiment::ExperimentArgs),
+    /// ECT over a grid of training budgets x model sizes: FD against FLOPs, power-law fits, CSV,
+    /// markdown and a log-log plot. Without --config it runs configs/sweep-fmnist.toml. Resumable.
+    ScalingSweep(experiment::sweep::SweepArgs),
     /// Sample, score and report an existing run root (runs/<name>).
     Eval {
         /// The run root written by train-ect.
@@ -123,6 +125,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(args) => bench::run(&args),
         Command::TrainEct(args) => experiment::train_ect(&args),
         Command::PretrainDm(args) => experiment::pretrain_dm(&args),
+        Command::ScalingSweep(args) => experiment::sweep::run(&args),
         Command::Eval { run_dir, set } => experiment::eval(&run_dir, &set),
         Command::Sample(args) => sample(&args),
         Command::Ect { args } => {

@@ -4,6 +4,7 @@
 
 mod cuda_driver;
 mod data_cmd;
+mod flops_cmd;
 mod info;
 mod metrics_cmd;
 mod parity_cmd;
@@ -29,6 +30,9 @@ enum Command {
     Resume(train_cmd::ResumeArgs),
     /// Generate images with a trained model (.npy or a PNG grid).
     Sample(train_cmd::SampleArgs),
+    /// Training compute of a configuration: FLOPs per image for the forward pass and a training step,
+    /// counted from the network's own forward pass.
+    Flops(flops_cmd::FlopsArgs),
     /// Check our network against a reference fixture: relative errors of evaluation and training outputs.
     Parity(parity_cmd::ParityArgs),
     /// Sample-quality metrics: FD of statistics files, feature statistics, scores, the feature net.
@@ -59,5 +63,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Resume(args) => train_cmd::resume(&args),
         Command::Sample(args) => train_cmd::sample(&args),
         Command::Parity(args) => parity_cmd::run(&args),
+        Command::Flops(args) => flops_cmd::run(&args),
     }
 }

@@ -11,6 +11,7 @@ pub mod ect;
 pub mod provenance;
 pub mod report;
 pub mod spec;
+pub mod sweep;
 
 use crate::{ect_bin, libtorch};
 use anyhow::{bail, Context};
@@ -38,6 +39,15 @@ pub struct ExperimentArgs {
 /// Where caches go: `.cache/` in the workspace.
 pub fn cache_dir() -> PathBuf {
     libtorch::workspace_root().join(".cache")
+}
+
+/// What scores samples: the feature network and the reference statistics.
+#[derive(Debug, Clone)]
+pub struct Scorer {
+    /// The feature network (safetensors).
+    pub net: PathBuf,
+    /// Reference statistics (`.npz`, `mu`/`sigma`) of the test split.
+    pub reference: PathBuf,
 }
 
 /// A prepared experiment: spec resolved, `ect` built, run root created.
@@ -153,6 +163,19 @@ impl Session {
             t.insert("path".into(), p(init).into());
             cfg.insert("init".into(), toml::Value::Table(t));
         }
+        if self.spec.eval.fd_every > 0 && !cfg.contains_key("eval") {
+            if let Some(scorer) = self.scorer(&self.root.join("eval"))? {
+                let mut extractor = toml::Table::new();
+                extractor.insert("kind".into(), "feature-net".into());
+                extractor.insert("weights".into(), p(&scorer.net).into());
+                let mut t = toml::Table::new();
+                t.insert("every".into(), (self.spec.eval.fd_every as i64).into());
+                t.insert("samples".into(), (self.spec.eval.fd_samples as i64).into());
+                t.insert("extractor".into(), toml::Value::Table(extractor));
+                t.insert("reference".into(), p(&scorer.reference).into());
+                cfg.insert("eval".into(), toml::Value::Table(t));
+            }
+        }
         self.timed("tune", |s| train_or_resume(&s.ect, cfg, &dir))?;
         Ok(dir)
     }
@@ -192,57 +215,14 @@ impl Session {
                 ));
             }
         }
-        let scorer = self.timed("feature_net", |s| s.feature_net())?;
-        // The reference statistics (Fashion-MNIST test set) once, not once per samples file.
-        let reference = match &scorer {
-            Some(net) => {
-                let npz = eval_dir.join("reference_test.npz");
-                let mut a = args(["metrics", "stats", "--dataset"]);
-                a.extend([
-                    p(&self.data_path),
-                    "--split".into(),
-                    "test".into(),
-                    "--feature-net".into(),
-                    p(net),
-                ]);
-                a.extend(["--out".into(), p(&npz)]);
-                self.ect.run_json(&a)?;
-                Some(npz)
-            }
-            None => None,
-        };
+        let scorer = self.timed("feature_net", |s| s.scorer(&eval_dir))?;
         let mut scores = serde_json::Map::new();
         for (name, source, sampler, n) in jobs {
             let npy = eval_dir.join(format!("{name}.npy"));
             let png = eval_dir.join(format!("{name}.png"));
             let score = self.timed(&format!("sample_{name}"), |s| {
-                for (out, count) in [(&npy, n), (&png, e.grid_images)] {
-                    let mut a = args(["sample", "--from"]);
-                    a.push(p(&source));
-                    a.extend(sampler.iter().cloned());
-                    a.extend(args([
-                        "--n".to_owned(),
-                        count.to_string(),
-                        "--seed".to_owned(),
-                        e.seed.to_string(),
-                    ]));
-                    a.extend(args(["--out".to_owned(), p(out)]));
-                    s.ect.run(&a)?;
-                }
-                match (&scorer, &reference) {
-                    (Some(net), Some(reference)) => {
-                        let mut a = args(["metrics", "score", "--samples"]);
-                        a.extend([
-                            p(&npy),
-                            "--feature-net".into(),
-                            p(net),
-                            "--reference".into(),
-                            p(reference),
-                        ]);
-                        s.ect.run_json(&a).map(Some)
-                    }
-                    _ => Ok(None),
-                }
+                s.sample_to(&source, &sampler, e.grid_images, e.seed, &png)?;
+                s.sample_and_score(&source, &sampler, n, e.seed, &npy, scorer.as_ref())
             })?;
             scores.insert(name, score.unwrap_or(Value::Null));
         }
@@ -252,9 +232,83 @@ impl Session {
         Ok(scores)
     }
 
+    /// The feature network and the reference statistics of the test split (computed once into
+    /// `dir/reference_test.npz`), when the data has a built-in feature network.
+    pub fn scorer(&self, dir: &Path) -> anyhow::Result<Option<Scorer>> {
+        let Some(net) = self.feature_net()? else {
+            return Ok(None);
+        };
+        let reference = dir.join("reference_test.npz");
+        if !reference.exists() {
+            std::fs::create_dir_all(dir)?;
+            let mut a = args(["metrics", "stats", "--dataset"]);
+            a.extend([
+                p(&self.data_path),
+                "--split".into(),
+                "test".into(),
+                "--feature-net".into(),
+                p(&net),
+            ]);
+            let tmp = dir.join("reference_test.tmp.npz");
+            a.extend(["--out".into(), p(&tmp)]);
+            self.ect.run_json(&a)?;
+            std::fs::rename(&tmp, &reference)
+                .with_context(|| format!("writing {}", reference.display()))?;
+        }
+        Ok(Some(Scorer { net, reference }))
+    }
+
+    /// `ect sample` from the run `source` with `sampler` (e.g. `--steps 2`) into `out` (`.npy` or
+    /// `.png`).
+    pub fn sample_to(
+        &self,
+        source: &Path,
+        sampler: &[String],
+        n: u64,
+        seed: u64,
+        out: &Path,
+    ) -> anyhow::Result<()> {
+        let mut a = args(["sample", "--from"]);
+        a.push(p(source));
+        a.extend(sampler.iter().cloned());
+        a.extend(args([
+            "--n".to_owned(),
+            n.to_string(),
+            "--seed".to_owned(),
+            seed.to_string(),
+        ]));
+        a.extend(args(["--out".to_owned(), p(out)]));
+        self.ect.run(&a)
+    }
+
+    /// Samples `n` images into `npy` and scores them (`ect metrics score`) when there is a scorer.
+    pub fn sample_and_score(
+        &self,
+        source: &Path,
+        sampler: &[String],
+        n: u64,
+        seed: u64,
+        npy: &Path,
+        scorer: Option<&Scorer>,
+    ) -> anyhow::Result<Option<Value>> {
+        self.sample_to(source, sampler, n, seed, npy)?;
+        let Some(scorer) = scorer else {
+            return Ok(None);
+        };
+        let mut a = args(["metrics", "score", "--samples"]);
+        a.extend([
+            p(npy),
+            "--feature-net".into(),
+            p(&scorer.net),
+            "--reference".into(),
+            p(&scorer.reference),
+        ]);
+        self.ect.run_json(&a).map(Some)
+    }
+
     /// The built-in Fashion-MNIST feature network (trained once, cached), when the data is 28x28
     /// grayscale; `None` for other data (score those with an Inception or DINOv2 detector: README).
-    fn feature_net(&self) -> anyhow::Result<Option<PathBuf>> {
+    pub fn feature_net(&self) -> anyhow::Result<Option<PathBuf>> {
         if !ect_data::fmnist::is_fashion_mnist_dir(&self.data_path) {
             eprintln!(
                 "xtask: no built-in feature network for {}: samples are written but not scored",

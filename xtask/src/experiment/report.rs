@@ -62,6 +62,31 @@ fn fmt_f(v: &Value, digits: usize) -> String {
         .unwrap_or_else(|| "-".to_owned())
 }
 
+/// The periodic FD of a run (`fd.jsonl`), one series per sampler, in sampler order of first appearance.
+pub fn fd_curves(run_dir: &Path) -> Vec<Series> {
+    let text = std::fs::read_to_string(run_dir.join("fd.jsonl")).unwrap_or_default();
+    let mut series: Vec<Series> = Vec::new();
+    for v in text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+    {
+        let (Some(step), Some(fd), Some(sampler)) =
+            (v["step"].as_f64(), v["fd"].as_f64(), v["sampler"].as_str())
+        else {
+            continue;
+        };
+        match series.iter_mut().find(|s| s.label == sampler) {
+            Some(s) => s.points.push((step, fd)),
+            None => series.push(Series {
+                label: sampler.to_owned(),
+                points: vec![(step, fd)],
+                markers: true,
+            }),
+        }
+    }
+    series
+}
+
 /// Writes `report.md` and its PNGs into `root`.
 pub fn write(
     root: &Path,
@@ -161,6 +186,24 @@ pub fn write(
     }
     for (label, png) in &series {
         writeln!(md, "{label}:\n\n![{label} loss]({png})\n")?;
+    }
+    let fd = fd_curves(tune);
+    if !fd.is_empty() {
+        plot::line_plot(
+            &root.join("fd_tune.png"),
+            &Axes {
+                title: "ECT tuning: FD during training (EMA weights)".into(),
+                x_label: "step".into(),
+                y_label: "FD".into(),
+                log_x: false,
+                log_y: true,
+            },
+            &fd,
+        )?;
+        writeln!(
+            md,
+            "FD during tuning (`tune/fd.jsonl`):\n\n![FD during tuning](fd_tune.png)\n"
+        )?;
     }
     writeln!(
         md,

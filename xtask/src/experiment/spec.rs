@@ -40,6 +40,11 @@ pub struct EvalSpec {
     pub steps: Vec<u64>,
     /// Images in each PNG grid.
     pub grid_images: u64,
+    /// Periodic FD during the tuning run every this many iterations (0: off); written to
+    /// `tune/fd.jsonl` and plotted in the report.
+    pub fd_every: u64,
+    /// Images per sampler for the periodic FD.
+    pub fd_samples: u64,
 }
 
 impl Default for EvalSpec {
@@ -51,6 +56,8 @@ impl Default for EvalSpec {
             seed: 1,
             steps: vec![1, 2],
             grid_images: 64,
+            fd_every: 0,
+            fd_samples: 1000,
         }
     }
 }
@@ -144,6 +151,8 @@ fn parse_eval(t: &toml::Table) -> anyhow::Result<EvalSpec> {
             "heun_steps" => e.heun_steps = int()?,
             "seed" => e.seed = int()?,
             "grid_images" => e.grid_images = int()?,
+            "fd_every" => e.fd_every = int()?,
+            "fd_samples" => e.fd_samples = int()?,
             "steps" => {
                 let arr = value.as_array().context("steps must be an array such as [1, 2]")?;
                 e.steps = arr
@@ -152,7 +161,7 @@ fn parse_eval(t: &toml::Table) -> anyhow::Result<EvalSpec> {
                     .collect::<Option<Vec<_>>>()
                     .context("steps may only hold 1 and 2")?;
             }
-            other => bail!("unknown field {other} (expected samples, heun_samples, heun_steps, seed, steps, grid_images)"),
+            other => bail!("unknown field {other} (expected samples, heun_samples, heun_steps, seed, steps, grid_images, fd_every, fd_samples)"),
         }
     }
     Ok(e)
