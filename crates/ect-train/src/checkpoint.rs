@@ -35,6 +35,12 @@ pub struct TrainState {
     pub nonfinite_run: u64,
     /// Seconds of training so far (for images/s across resumes).
     pub train_seconds: f64,
+    /// The dynamic loss scale of mixed-precision runs (absent in float32 runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_scale: Option<crate::amp::ScalerState>,
+    /// Steps skipped because mixed-precision gradients overflowed (the scale backed off).
+    #[serde(default)]
+    pub overflow_total: u64,
 }
 
 /// The checkpoints directory of a run.
@@ -156,6 +162,8 @@ mod tests {
             nonfinite_total: 0,
             nonfinite_run: 0,
             train_seconds: 0.5,
+            loss_scale: None,
+            overflow_total: 0,
         }
     }
 

@@ -46,6 +46,10 @@ pub struct TrainConfig {
     pub sampling: SamplingConfig,
     /// Output directory and intervals.
     pub output: OutputConfig,
+    /// `"fp32"` (default) or `"fp16"`: CUDA float16 autocast with dynamic loss scaling.
+    pub precision: crate::amp::Precision,
+    /// Dynamic loss scaling of `precision = "fp16"`.
+    pub loss_scale: crate::amp::LossScaleConfig,
     /// Periodic Fréchet distance during training (off by default).
     pub eval: crate::periodic_eval::EvalConfig,
 }
@@ -69,6 +73,8 @@ impl Default for TrainConfig {
             sampling: SamplingConfig::default(),
             output: OutputConfig::default(),
             eval: crate::periodic_eval::EvalConfig::default(),
+            precision: crate::amp::Precision::Fp32,
+            loss_scale: crate::amp::LossScaleConfig::default(),
         }
     }
 }
@@ -448,6 +454,15 @@ impl TrainConfig {
         }
         parse_device(&self.device)?;
         self.eval.validate()?;
+        self.loss_scale
+            .validate()
+            .map_err(|(field, message)| inv(field, message))?;
+        if self.precision == crate::amp::Precision::Fp16 && self.device == "cpu" {
+            return Err(inv(
+                "precision",
+                "\"fp16\" is CUDA float16 autocast; this run's device is \"cpu\" (use \"fp32\")",
+            ));
+        }
         if self.data.path.as_os_str().is_empty() {
             return Err(inv(
                 "data.path",

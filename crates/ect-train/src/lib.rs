@@ -4,6 +4,7 @@
 //! The method is described in "Consistency Models Made Easy" (Geng et al., ICLR 2025); where the paper and
 //! the authors' public code differ, this crate follows the code.
 
+pub mod amp;
 pub mod checkpoint;
 pub mod config;
 pub mod ema;

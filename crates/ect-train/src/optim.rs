@@ -178,6 +178,12 @@ impl Optimizer {
         &self.params
     }
 
+    /// The gradients of the parameters (undefined tensors for parameters without one), sharing storage
+    /// with them: in-place changes reach the optimizer.
+    pub fn grads(&self) -> Vec<Tensor> {
+        self.params.iter().map(|(_, p)| p.grad()).collect()
+    }
+
     /// Sets every gradient to zero (gradients accumulate over micro-batches between calls).
     pub fn zero_grad(&mut self) {
         for (_, p) in &mut self.params {

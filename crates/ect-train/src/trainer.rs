@@ -13,6 +13,7 @@ use rand_distr::StandardNormal;
 use serde::Serialize;
 use tch::{Device, Kind, Tensor};
 
+use crate::amp::{self, LossScaler, Precision};
 use crate::checkpoint::{self, TrainState};
 use crate::config::{parse_device, ObjectiveConfig, TrainConfig};
 use crate::ema::Ema;
@@ -239,6 +240,7 @@ struct Trainer {
     ict: Option<IctGrid>,
     ict_c: f64,
     evaluator: Option<PeriodicEval>,
+    scaler: Option<LossScaler>,
 }
 
 impl Trainer {
@@ -292,6 +294,8 @@ impl Trainer {
             nonfinite_total: 0,
             nonfinite_run: 0,
             train_seconds: 0.0,
+            loss_scale: None,
+            overflow_total: 0,
         };
         let mut opt = Optimizer::new(&net.vs, &cfg.optimizer);
         let mut ema;
@@ -330,8 +334,22 @@ impl Trainer {
             _ => ect_schedule::ict::pseudo_huber_c((c * h * w) as usize),
         };
         let evaluator = PeriodicEval::open(&cfg.eval, &run_dir, device)?;
+        let scaler = match cfg.precision {
+            Precision::Fp32 => None,
+            Precision::Fp16 if !device.is_cuda() => {
+                return Err(TrainError::invalid(
+                    "precision",
+                    format!("\"fp16\" is CUDA float16 autocast; the run's device is {device:?} (use \"fp32\")"),
+                ))
+            }
+            Precision::Fp16 => Some(match state.loss_scale {
+                Some(s) => LossScaler::with_state(&cfg.loss_scale, s),
+                None => LossScaler::new(&cfg.loss_scale),
+            }),
+        };
         Ok(Self {
             evaluator,
+            scaler,
             cfg,
             run_dir,
             device,
@@ -634,11 +652,16 @@ impl Trainer {
                 let b = self.feeder.next_batch(self.device)?;
                 let labels = self.labels(b.classes.as_deref());
                 let draw = self.draw(step, micro, &mut trng);
-                let out = self.loss(&draw, &b.images, labels.as_ref(), stage);
-                let l = out.per_sample.sum(Kind::Float) / batch as f64;
+                let out = amp::forward_in(cfg.precision, || {
+                    self.loss(&draw, &b.images, labels.as_ref(), stage)
+                });
+                let l = amp::to_f32(&out.per_sample).sum(Kind::Float) / batch as f64;
                 loss_sum += l.double_value(&[]);
                 if loss_sum.is_finite() {
-                    l.backward();
+                    match &self.scaler {
+                        Some(scaler) => (&l * scaler.scale()).backward(),
+                        None => l.backward(),
+                    }
                 }
                 t_sum += out.t.iter().sum::<f64>();
                 r_sum += out.r.iter().sum::<f64>();
@@ -646,7 +669,22 @@ impl Trainer {
             }
             self.state.step += 1;
             self.state.images_seen = self.feeder.images_seen();
-            if loss_sum.is_finite() {
+            // Mixed precision: a step whose scaled gradients overflowed is skipped and the scale backs
+            // off; that is the scaler's normal operation, not divergence.
+            let overflowed = loss_sum.is_finite()
+                && match &mut self.scaler {
+                    Some(scaler) => {
+                        let finite = scaler.unscale(&mut self.opt.grads());
+                        scaler.update(finite);
+                        self.state.loss_scale = Some(scaler.state());
+                        !finite
+                    }
+                    None => false,
+                };
+            if overflowed {
+                self.opt.zero_grad();
+                self.state.overflow_total += 1;
+            } else if loss_sum.is_finite() {
                 self.opt.sanitize_grads(cfg.optimizer.grad_clip);
                 self.opt.step(lr);
                 self.state.optim_steps = self.opt.step_count();
@@ -828,6 +866,10 @@ struct StatsRecord {
     images_per_sec: f64,
     data_wait_fraction: f64,
     nonfinite_total: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    loss_scale: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    overflow_total: Option<u64>,
     peak_rss_mib: Option<f64>,
     train_seconds: f64,
 }
@@ -867,6 +909,8 @@ impl Interval {
                 0.0
             },
             nonfinite_total: state.nonfinite_total,
+            loss_scale: state.loss_scale.map(|s| s.scale),
+            overflow_total: state.loss_scale.map(|_| state.overflow_total),
             peak_rss_mib: peak_rss_mib(),
             train_seconds: state.train_seconds,
         }
@@ -879,4 +923,96 @@ fn peak_rss_mib() -> Option<f64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb / 1024.0)
+}
+
+#[cfg(test)]
+mod tests {
+    //! The loss-scaling path of mixed precision, exercised on the CPU: without CUDA the autocast is a
+    //! no-op, so a scaled float32 run must give exactly the unscaled run's weights (power-of-two scales
+    //! commute exactly with every floating-point operation of backprop), and an overflowing scale must
+    //! skip steps and back off.
+    use super::*;
+    use crate::amp::{LossScaleConfig, LossScaler};
+
+    fn write_idx(dir: &Path) {
+        std::fs::create_dir_all(dir).unwrap();
+        let mut bytes = vec![0, 0, 8, 3, 0, 0, 0, 32, 0, 0, 0, 8, 0, 0, 0, 8];
+        let mut state = 7u32;
+        for _ in 0..32 * 64 {
+            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            bytes.push((state >> 24) as u8);
+        }
+        std::fs::write(dir.join("train-images-idx3-ubyte"), bytes).unwrap();
+    }
+
+    fn config(data: &Path, run: &Path) -> TrainConfig {
+        let text = format!(
+            "seed = 1\ndevice = \"cpu\"\nthreads = 1\niterations = 6\nbatch_size = 8\n\
+             [data]\npath = \"{}\"\n\
+             [network]\nnetwork = \"ECMPrecond\"\nimg_resolution = 8\nimg_channels = 1\n\
+             model_type = \"SongUNet\"\nmodel_channels = 8\nchannel_mult = [1]\nnum_blocks = 1\n\
+             attn_resolutions = []\ndropout = 0.1\n\
+             [schedule]\niters_per_stage = 2\n\
+             [output]\nrun_dir = \"{}\"\ncheckpoint_every = 0\nsample_every = 0\nlog_every = 1\n",
+            data.display(),
+            run.display()
+        );
+        TrainConfig::from_toml_str(&text, "<test>", &[]).unwrap()
+    }
+
+    fn run(data: &Path, run: &Path, scale: Option<LossScaleConfig>) -> (Vec<u8>, TrainState) {
+        let cfg = config(data, run);
+        std::fs::create_dir_all(run).unwrap();
+        let mut trainer = Trainer::new(cfg, run.to_path_buf(), None).unwrap();
+        trainer.scaler = scale.as_ref().map(LossScaler::new);
+        let opts = RunOptions {
+            quiet: true,
+            ..RunOptions::default()
+        };
+        trainer.run(&opts).unwrap();
+        let ckpt = checkpoint::latest_checkpoint(run).unwrap().unwrap();
+        let state = checkpoint::read_state(&ckpt).unwrap();
+        (
+            std::fs::read(ckpt.join(checkpoint::MODEL_FILE)).unwrap(),
+            state,
+        )
+    }
+
+    #[test]
+    fn loss_scaling_is_exact_and_overflow_backs_off() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("data");
+        write_idx(&data);
+        let (plain, plain_state) = run(&data, &tmp.path().join("plain"), None);
+        assert_eq!(plain_state.loss_scale, None);
+
+        let growing = LossScaleConfig {
+            growth_interval: 2,
+            ..LossScaleConfig::default()
+        };
+        let (scaled, state) = run(&data, &tmp.path().join("scaled"), Some(growing));
+        assert_eq!(
+            plain, scaled,
+            "a power-of-two loss scale changed the weights"
+        );
+        let s = state.loss_scale.unwrap();
+        // Six good steps with growth every two: 2^16 -> 2^19.
+        assert_eq!(
+            (s.scale, s.good_steps, state.overflow_total),
+            (524_288.0, 0, 0)
+        );
+
+        // 2^127 overflows the float32 gradients: steps are skipped until the scale is small enough.
+        let huge = LossScaleConfig {
+            init: 2f64.powi(127),
+            ..LossScaleConfig::default()
+        };
+        let (_, state) = run(&data, &tmp.path().join("overflow"), Some(huge));
+        let s = state.loss_scale.unwrap();
+        assert!(state.overflow_total >= 1, "{state:?}");
+        assert_eq!(s.scale, 2f64.powi(127 - state.overflow_total as i32));
+        assert_eq!(state.step, 6);
+        assert_eq!(state.optim_steps, 6 - state.overflow_total);
+        assert_eq!(state.nonfinite_total, 0, "overflow is not divergence");
+    }
 }

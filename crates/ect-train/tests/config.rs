@@ -156,3 +156,21 @@ fn zero_iterations_per_stage_is_a_single_stage() {
         .stages();
     assert_eq!((default.stage_at(24_999), default.stage_at(25_000)), (0, 1));
 }
+
+#[test]
+fn mixed_precision_is_cuda_only_and_its_scaler_is_validated() {
+    let cfg =
+        TrainConfig::from_toml_str(MINIMAL, "<test>", &["precision=\"fp16\"".into()]).unwrap();
+    assert_eq!(cfg.precision, ect_train::amp::Precision::Fp16);
+    let on_cpu = TrainConfig::from_toml_str(
+        MINIMAL,
+        "<test>",
+        &["precision=\"fp16\"".into(), "device=\"cpu\"".into()],
+    );
+    assert!(err_text(on_cpu).contains("precision"));
+    let bf16 = TrainConfig::from_toml_str(MINIMAL, "<test>", &["precision=\"bf16\"".into()]);
+    assert!(err_text(bf16).contains("fp16"));
+    let bad =
+        TrainConfig::from_toml_str(MINIMAL, "<test>", &["loss_scale.backoff_factor=2.0".into()]);
+    assert!(err_text(bad).contains("loss_scale.backoff_factor"));
+}
