@@ -187,9 +187,18 @@ impl Session {
         std::fs::create_dir_all(&eval_dir)?;
         let e = self.spec.eval.clone();
         let mut jobs: Vec<(String, PathBuf, Vec<String>, u64)> = Vec::new();
+        // Samples are named by the tuning run's objective: `ect_1step`, or `ict_1step` for a baseline.
+        let objective = self
+            .spec
+            .tune
+            .get("objective")
+            .and_then(|o| o.get("kind"))
+            .and_then(toml::Value::as_str)
+            .unwrap_or("ect")
+            .to_owned();
         for s in &e.steps {
             jobs.push((
-                format!("ect_{s}step"),
+                format!("{objective}_{s}step"),
                 tune.to_path_buf(),
                 args(["--steps".to_owned(), s.to_string()]),
                 e.samples,

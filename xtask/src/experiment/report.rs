@@ -148,9 +148,14 @@ pub fn write(
     }
 
     writeln!(md, "## Training\n")?;
+    let tune_label = match read_json(&tune.join("config.json"))["objective"]["kind"].as_str() {
+        Some("ict") => "iCT training from scratch".to_owned(),
+        Some("edm") => "EDM training".to_owned(),
+        _ => "ECT tuning".to_owned(),
+    };
     let mut series = Vec::new();
     for (label, dir) in [
-        ("ECT tuning", Some(tune)),
+        (tune_label.as_str(), Some(tune)),
         ("diffusion pretraining", pretrain),
     ] {
         let Some(dir) = dir else { continue };
@@ -160,7 +165,7 @@ pub fn write(
         }
         let png = format!(
             "loss_{}.png",
-            if label.starts_with("ECT") {
+            if label != "diffusion pretraining" {
                 "tune"
             } else {
                 "pretrain"
@@ -192,7 +197,7 @@ pub fn write(
         plot::line_plot(
             &root.join("fd_tune.png"),
             &Axes {
-                title: "ECT tuning: FD during training (EMA weights)".into(),
+                title: format!("{tune_label}: FD during training (EMA weights)"),
                 x_label: "step".into(),
                 y_label: "FD".into(),
                 log_x: false,
@@ -202,7 +207,7 @@ pub fn write(
         )?;
         writeln!(
             md,
-            "FD during tuning (`tune/fd.jsonl`):\n\n![FD during tuning](fd_tune.png)\n"
+            "FD during training (`tune/fd.jsonl`):\n\n![FD during training](fd_tune.png)\n"
         )?;
     }
     writeln!(
@@ -210,7 +215,7 @@ pub fn write(
         "| run | steps | images seen | images/s | non-finite steps |\n|---|---|---|---|---|"
     )?;
     for (label, dir) in [
-        ("ECT tuning", Some(tune)),
+        (tune_label.as_str(), Some(tune)),
         ("diffusion pretraining", pretrain),
     ] {
         let Some(dir) = dir else { continue };
