@@ -478,7 +478,7 @@ pub fn write_results(root: &Path, sweep: &SweepSpec, points: &[Point]) -> anyhow
     let fmt = |x: Option<f64>| x.map(|v| format!("{v:.4}")).unwrap_or_default();
     for p in points {
         csv.push_str(&format!(
-            "{},{},{},{},{:.6e},{:.6e},{},{},{:.1}\n",
+            "{},{},{},{},{:.0},{:.0},{},{},{:.1}\n",
             p.size,
             p.budget,
             p.parameters,
