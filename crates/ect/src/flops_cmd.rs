@@ -1,7 +1,6 @@
 //! `ect flops`: the training compute of a configuration, counted from the network's own forward pass
 //! (`ect_unet::flops`), for compute budgets and scaling sweeps.
 
-use anyhow::Context;
 use ect_train::config::ObjectiveConfig;
 use serde_json::json;
 use std::path::PathBuf;
@@ -28,13 +27,8 @@ pub fn forward_equivalents(objective: &ObjectiveConfig) -> f64 {
 
 /// `ect flops`: prints one JSON object.
 pub fn run(a: &FlopsArgs) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(&a.config)
-        .with_context(|| format!("reading {}", a.config.display()))?;
-    let mut doc: toml::Table =
-        toml::from_str(&text).with_context(|| format!("parsing {}", a.config.display()))?;
-    doc.remove("experiment");
+    let cfg = crate::train_cmd::load_config(&a.config, &a.set)?;
     let origin = a.config.display().to_string();
-    let cfg = ect_train::TrainConfig::from_toml_str(&toml::to_string(&doc)?, &origin, &a.set)?;
     let net = ect_train::net::Network::parse_config(&cfg.network)?;
     let params = ect_unet::count::try_count_parameters(&net)?;
     let fwd = ect_unet::flops::forward_flops_per_image(&net)?;

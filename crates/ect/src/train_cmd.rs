@@ -110,16 +110,26 @@ fn finish(summary: &RunSummary, path: Option<&Path>) -> anyhow::Result<()> {
 /// settings) is ignored, so experiment presets also work here as plain training configurations.
 pub fn train(a: &TrainArgs) -> anyhow::Result<()> {
     let opts = a.run.options();
-    let text = std::fs::read_to_string(&a.config)
-        .with_context(|| format!("reading {}", a.config.display()))?;
-    let mut doc: toml::Table =
-        toml::from_str(&text).with_context(|| format!("parsing {}", a.config.display()))?;
-    doc.remove("experiment");
+    let cfg = load_config(&a.config, &a.set)?;
     let origin = a.config.display().to_string();
-    let cfg = ect_train::TrainConfig::from_toml_str(&toml::to_string(&doc)?, &origin, &a.set)?;
     let summary =
         ect_train::train(&cfg, &opts).with_context(|| format!("training with {origin}"))?;
     finish(&summary, a.run.summary.as_deref())
+}
+
+/// Reads a training configuration, ignoring an `[experiment]` table, and applies `--set` overrides.
+pub fn load_config(path: &Path, set: &[String]) -> anyhow::Result<ect_train::TrainConfig> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut doc: toml::Table =
+        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    doc.remove("experiment");
+    let origin = path.display().to_string();
+    Ok(ect_train::TrainConfig::from_toml_str(
+        &toml::to_string(&doc)?,
+        &origin,
+        set,
+    )?)
 }
 
 /// `ect resume`.
