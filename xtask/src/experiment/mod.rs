@@ -343,8 +343,9 @@ fn write_json(path: &Path, value: &Value) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Trains `cfg` into `dir`: skipped when a finished run of the same configuration is there, resumed
-/// when an interrupted one is, refused when `dir` holds a run of another configuration.
+/// Trains `cfg` into `dir`: skipped when a finished run of the same [`spec::weight_relevant`]
+/// configuration is there, resumed when an interrupted one is, refused when `dir` holds a run of
+/// another configuration.
 pub fn train_or_resume(ect: &Ect, mut cfg: toml::Table, dir: &Path) -> anyhow::Result<()> {
     let output = cfg
         .entry("output")
@@ -357,8 +358,11 @@ pub fn train_or_resume(ect: &Ect, mut cfg: toml::Table, dir: &Path) -> anyhow::R
     let cfg_file = dir.with_extension("toml");
     let summary = dir.join("summary.json");
     if dir.join("config.json").exists() {
-        let previous = std::fs::read_to_string(&cfg_file).unwrap_or_default();
-        if previous != text {
+        let previous = std::fs::read_to_string(&cfg_file)
+            .ok()
+            .and_then(|t| t.parse::<toml::Table>().ok())
+            .map(|t| spec::weight_relevant(&t));
+        if previous.as_ref() != Some(&spec::weight_relevant(&cfg)) {
             bail!(
                 "{} holds a run of another configuration (see {}); remove it or pass --run-dir",
                 dir.display(),

@@ -212,11 +212,31 @@ pub fn apply_override(doc: &mut toml::Table, item: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A short content hash of a configuration (the cache key of a pretrained model).
+/// A short content hash of a training configuration's [`weight_relevant`] part: the cache key of a
+/// pretrained model.
 pub fn config_hash(table: &toml::Table) -> String {
-    let text = toml::to_string(table).expect("a parsed TOML table serializes");
+    let text = toml::to_string(&weight_relevant(table)).expect("a parsed TOML table serializes");
     let digest = Sha256::digest(text.as_bytes());
     digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
+}
+
+/// The part of a training configuration that can change the trained weights: everything except the
+/// thread count, `output` (paths and cadences), `sampling` (the sample grids), `eval` (periodic FD,
+/// which leaves the weights alone) and, for an EDM run, the ECT stage `schedule`. Two runs with equal
+/// weight-relevant parts are interchangeable (up to the float rounding of another thread count).
+pub fn weight_relevant(table: &toml::Table) -> toml::Table {
+    let mut kept = table.clone();
+    for key in ["threads", "output", "sampling", "eval"] {
+        kept.remove(key);
+    }
+    let objective = kept
+        .get("objective")
+        .and_then(|o| o.get("kind"))
+        .and_then(toml::Value::as_str);
+    if objective == Some("edm") {
+        kept.remove("schedule");
+    }
+    kept
 }
 
 #[cfg(test)]
@@ -302,6 +322,32 @@ steps = [2]
             config_hash(b.pretrain.as_ref().unwrap())
         );
         assert_eq!(config_hash(&a.tune), config_hash(&b.tune));
+    }
+
+    #[test]
+    fn hash_ignores_fields_that_leave_the_weights_alone() {
+        let base = ExperimentSpec::parse(TEXT, "t", &[]).unwrap();
+        let key = config_hash(base.pretrain.as_ref().unwrap());
+        for set in [
+            "threads=1",
+            "schedule.iters_per_stage=70",
+            "output.checkpoint_every=7",
+            "sampling.grid_images=16",
+            "eval.every=5",
+        ] {
+            let other = ExperimentSpec::parse(TEXT, "t", &[set.into()]).unwrap();
+            assert_eq!(config_hash(other.pretrain.as_ref().unwrap()), key, "{set}");
+        }
+        for set in ["seed=3", "batch_size=16", "network.model_channels=16"] {
+            let other = ExperimentSpec::parse(TEXT, "t", &[set.into()]).unwrap();
+            assert_ne!(config_hash(other.pretrain.as_ref().unwrap()), key, "{set}");
+        }
+        // The stage schedule is part of an ECT run.
+        let ect_a = ExperimentSpec::parse(TEXT, "t", &[]).unwrap().tune;
+        let ect_b = ExperimentSpec::parse(TEXT, "t", &["schedule.iters_per_stage=70".into()])
+            .unwrap()
+            .tune;
+        assert_ne!(config_hash(&ect_a), config_hash(&ect_b));
     }
 
     #[test]
