@@ -437,6 +437,15 @@ impl Trainer {
         }
     }
 
+    /// The ECT stage at `step`; 0 for the other objectives, which have no stages (iCT's curriculum
+    /// is its own).
+    fn stage_at(&self, step: u64) -> u32 {
+        match self.cfg.objective {
+            ObjectiveConfig::Ect { .. } => self.stages.stage_at(step),
+            _ => 0,
+        }
+    }
+
     fn loss(&self, draw: &Draw, x0: &Tensor, labels: Option<&Tensor>, stage: u32) -> LossOutput {
         let eps = x0.randn_like();
         match (&self.cfg.objective, draw) {
@@ -639,7 +648,7 @@ impl Trainer {
                 break;
             }
             let step = self.state.step;
-            let stage = self.stages.stage_at(step);
+            let stage = self.stage_at(step);
             let lr = cfg.optimizer.lr_at(step);
             let mut trng = rng::rng(cfg.seed, step, Stream::Times);
             rng::seed_torch(cfg.seed, step, Stream::Torch);
@@ -758,7 +767,7 @@ impl Trainer {
         if interval.images > 0 {
             let rec = interval.record(
                 &self.state,
-                self.stages.stage_at(self.state.step),
+                self.stage_at(self.state.step),
                 cfg.optimizer.lr_at(self.state.step),
             );
             last_loss = if rec.loss.is_finite() {

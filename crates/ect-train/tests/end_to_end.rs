@@ -139,7 +139,11 @@ fn pretrain_tune_sample() {
     let data = tmp.path().join("data");
     write_idx(&data, 64);
     let pre: PathBuf = tmp.path().join("pretrain");
-    let cfg = config(&data, &pre, "objective={ kind = \"edm\" }\niterations=120\noutput.checkpoint_every=60\noutput.sample_every=60");
+    let cfg = config(
+        &data,
+        &pre,
+        "objective={ kind = \"edm\" }\niterations=120\noutput.checkpoint_every=60\noutput.sample_every=60\nschedule.iters_per_stage=2",
+    );
     let summary = train(&cfg, &quiet()).unwrap();
     assert_eq!(
         (summary.steps, summary.images_seen, summary.interrupted),
@@ -147,6 +151,10 @@ fn pretrain_tune_sample() {
     );
     let s = stats(&pre);
     assert_eq!(s.len(), 12);
+    assert!(
+        s.iter().all(|r| r["stage"] == 0),
+        "an EDM run has no ECT stages (the config's schedule has a stage every 2 iterations)"
+    );
     let first = s[0]["loss"].as_f64().unwrap();
     let last = s[s.len() - 1]["loss"].as_f64().unwrap();
     eprintln!(
