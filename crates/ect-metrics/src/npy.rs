@@ -122,7 +122,13 @@ impl NpyArray {
         let count = count.ok_or_else(|| bad(format!("shape {shape:?} overflows")))?;
         let body = &bytes[end..];
         let need = |size: usize| {
-            let want = count * size;
+            // A crafted shape can pass the element-count check and still overflow in bytes.
+            let want = count.checked_mul(size).ok_or_else(|| {
+                bad(format!(
+                    "shape {shape:?} of {descr} needs more than {} bytes",
+                    usize::MAX
+                ))
+            })?;
             if body.len() < want {
                 Err(bad(format!(
                     "data holds {} bytes, shape {shape:?} of {descr} needs {want}",

@@ -15,12 +15,19 @@ pub fn read_npz(path: &Path) -> Result<Vec<(String, NpyArray)>> {
         source,
     };
     let file = std::fs::File::open(path).map_err(|e| MetricsError::io(path, e))?;
+    let file_len = file
+        .metadata()
+        .map_err(|e| MetricsError::io(path, e))?
+        .len();
     let mut archive = zip::ZipArchive::new(std::io::BufReader::new(file)).map_err(zip_err)?;
     let mut out = Vec::with_capacity(archive.len());
     for i in 0..archive.len() {
         let mut entry = archive.by_index(i).map_err(zip_err)?;
         let name = entry.name().to_string();
-        let mut bytes = Vec::with_capacity(entry.size() as usize);
+        // The declared size is only a hint: a corrupt or crafted header could ask for any amount. Capped at
+        // the archive's own length (exact for np.savez's stored entries), the buffer grows as data arrives.
+        let hint = entry.size().min(file_len);
+        let mut bytes = Vec::with_capacity(usize::try_from(hint).unwrap_or(0));
         entry
             .read_to_end(&mut bytes)
             .map_err(|e| MetricsError::io(path, e))?;
@@ -101,18 +108,51 @@ pub fn load_stats_npz(path: &Path) -> Result<FeatureStats> {
     crate::error::check_finite("mu", &mu).map_err(|e| context("mu", e))?;
     crate::error::check_finite("sigma", &sigma).map_err(|e| context("sigma", e))?;
     let mut stats = FeatureStats::new(mu, sigma)?;
-    if let Some((_, n)) = arrays.iter().find(|(n, _)| n == "num_samples") {
-        if let Some(&count) = n.to_f64().first() {
-            stats = stats.with_num_samples(count as u64);
+    if let Some((_, n)) = arrays.iter().find(|(n, _)| n == NUM_SAMPLES) {
+        let values = n.to_f64();
+        let bad = |reason: String| MetricsError::Npy {
+            path: format!("{}:{NUM_SAMPLES}", path.display()),
+            reason,
+        };
+        let count = match values.as_slice() {
+            [v] => *v,
+            other => {
+                return Err(bad(format!(
+                    "expected one value, got {} (shape {:?})",
+                    other.len(),
+                    n.shape
+                )))
+            }
+        };
+        // f64 holds every count below 2^53 exactly; anything else is not a count.
+        if !(count.is_finite() && count >= 0.0 && count.fract() == 0.0 && count < 9.007e15) {
+            return Err(bad(format!(
+                "expected a non-negative whole number, got {count}"
+            )));
         }
+        stats = stats.with_num_samples(count as u64);
     }
     Ok(stats)
 }
 
-/// Writes reference statistics as an EDM-compatible `.npz` (`mu` (d,) and `sigma` (d, d), f64).
+/// Name of the optional scalar array with the number of samples behind the statistics. EDM's files do not
+/// have it; EDM's `fid.py` reads only `mu` and `sigma`, so the extra array does not disturb it.
+pub const NUM_SAMPLES: &str = "num_samples";
+
+/// Writes reference statistics as an EDM-compatible `.npz` (`mu` (d,) and `sigma` (d, d), f64), plus the
+/// sample count as a float64 scalar [`NUM_SAMPLES`] when it is known.
 pub fn save_stats_npz(path: &Path, stats: &FeatureStats) -> Result<()> {
     let d = stats.dim();
     let mu = NpyArray::new(vec![d], NpyData::F64(stats.mu().to_vec()))?;
     let sigma = NpyArray::new(vec![d, d], NpyData::F64(stats.sigma().to_vec()))?;
-    write_npz(path, &[("mu", &mu), ("sigma", &sigma)])
+    match stats.num_samples() {
+        Some(n) => {
+            let count = NpyArray::new(vec![], NpyData::F64(vec![n as f64]))?;
+            write_npz(
+                path,
+                &[("mu", &mu), ("sigma", &sigma), (NUM_SAMPLES, &count)],
+            )
+        }
+        None => write_npz(path, &[("mu", &mu), ("sigma", &sigma)]),
+    }
 }

@@ -2,6 +2,9 @@
 //!
 //! Generated images are quantized to `u8` before feature extraction exactly as EDM's `generate.py` writes
 //! its PNGs, `(x * 127.5 + 128).clip(0, 255).to(uint8)`, so scores are comparable with the published ones.
+//! PyTorch evaluates that expression in the tensor's own dtype, so `f32` files are quantized in `f32`
+//! ([`quantize_f32`]) and `f64` files in `f64` ([`quantize`]): the two differ by one level on values just
+//! below a rounding boundary.
 
 use std::path::Path;
 
@@ -52,10 +55,17 @@ pub struct Images {
     pub w: usize,
 }
 
-/// The reference's quantization of a generated value in [-1, 1] to a pixel.
+/// The reference's quantization of a generated `f64` value in [-1, 1] to a pixel (EDM's sampler returns
+/// float64 images, so this is what `generate.py` does to them).
 pub fn quantize(x: f64) -> u8 {
     // `as u8` truncates like `.to(torch.uint8)` on the clipped, non-negative value.
     (x * 127.5 + 128.0).clamp(0.0, 255.0) as u8
+}
+
+/// The reference's quantization of a generated `f32` value: the same expression evaluated in float32, as
+/// PyTorch does for a float32 tensor (the product `x * 127.5` is rounded to f32 before adding 128).
+pub fn quantize_f32(x: f32) -> u8 {
+    (x * 127.5f32 + 128.0f32).clamp(0.0, 255.0) as u8
 }
 
 /// Reads a samples `.npy` (u8 as is, f32/f64 quantized with [`quantize`]; 3-d arrays are N,H,W
@@ -95,8 +105,8 @@ pub fn samples_from_array(array: &NpyArray, layout: Layout, name: &str) -> Resul
     };
     let pixels: Vec<u8> = match &array.data {
         NpyData::U8(v) => v.clone(),
-        NpyData::F32(v) => quantize_all(v.iter().map(|&x| f64::from(x)), name)?,
-        NpyData::F64(v) => quantize_all(v.iter().copied(), name)?,
+        NpyData::F32(v) => quantize_all(v.iter().map(|&x| (f64::from(x), quantize_f32(x))), name)?,
+        NpyData::F64(v) => quantize_all(v.iter().map(|&x| (x, quantize(x))), name)?,
     };
     let [n, c, h, w] = if nhwc {
         [shape[0], shape[3], shape[1], shape[2]]
@@ -128,12 +138,13 @@ pub fn samples_from_array(array: &NpyArray, layout: Layout, name: &str) -> Resul
     Ok(Images { pixels, n, c, h, w })
 }
 
-fn quantize_all(values: impl Iterator<Item = f64>, name: &str) -> Result<Vec<u8>> {
+/// Pixels of `(value, quantized value)` pairs; the value is only checked for finiteness.
+fn quantize_all(values: impl Iterator<Item = (f64, u8)>, name: &str) -> Result<Vec<u8>> {
     values
         .enumerate()
-        .map(|(i, x)| {
+        .map(|(i, (x, q))| {
             if x.is_finite() {
-                Ok(quantize(x))
+                Ok(q)
             } else {
                 Err(MetricsError::NonFinite {
                     what: format!("samples in {name}"),

@@ -14,7 +14,7 @@ use tch::Device;
 use crate::error::{MetricsError, Result};
 use crate::extract::featnet::FeatureNet;
 use crate::extract::torchscript::TorchScriptExtractor;
-use crate::extract::{FeatureExtractor, ImageBatch};
+use crate::extract::{FeatureExtractor, Features, ImageBatch};
 use crate::frechet::frechet_distance;
 use crate::npz::load_stats_npz;
 use crate::samples::Images;
@@ -23,7 +23,7 @@ use crate::stats::{FeatureStats, StatsAccumulator};
 /// One metric value with what it was computed from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Score {
-    /// Metric name: "fid", "fd_dinov2", "fd_fmnist", "is", "kid", "precision", "recall".
+    /// Metric name: "fid", "fd_dinov2" or "fd_fmnist" (what [`fd_score`] produces).
     pub metric: String,
     /// The value.
     pub value: f64,
@@ -129,6 +129,17 @@ pub fn stats_of_images(
     extractor: &dyn FeatureExtractor,
     batch_size: usize,
 ) -> Result<FeatureStats> {
+    stats_of_images_with(images, extractor, batch_size, &mut |_| Ok(()))
+}
+
+/// [`stats_of_images`], handing each batch's [`Features`] (logits included) to `each_batch` as well, so
+/// that other metrics can use the same extraction pass instead of running the network again.
+pub fn stats_of_images_with(
+    images: &Images,
+    extractor: &dyn FeatureExtractor,
+    batch_size: usize,
+    each_batch: &mut dyn FnMut(&Features) -> Result<()>,
+) -> Result<FeatureStats> {
     check_batch_size(batch_size)?;
     let size = images.c * images.h * images.w;
     if images.pixels.len() != images.n * size {
@@ -143,7 +154,9 @@ pub fn stats_of_images(
         let count = batch_size.min(images.n - start);
         let px = &images.pixels[start * size..(start + count) * size];
         let batch = ImageBatch::new(px, count, images.c, images.h, images.w)?;
-        acc.add_batch(&extractor.extract(&batch)?.features)?;
+        let features = extractor.extract(&batch)?;
+        acc.add_batch(&features.features)?;
+        each_batch(&features)?;
     }
     acc.finish()
 }

@@ -145,3 +145,104 @@ proptest! {
         prop_assert_eq!(&read_npz(&path).unwrap()[0].1, &array);
     }
 }
+
+#[test]
+fn statistics_keep_their_sample_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("n.npz");
+    let stats = FeatureStats::new(vec![1.0, -2.0], vec![2.0, 0.5, 0.5, 1.0])
+        .unwrap()
+        .with_num_samples(50_000);
+    save_stats_npz(&path, &stats).unwrap();
+    let back = load_stats_npz(&path).unwrap();
+    assert_eq!(back.num_samples(), Some(50_000));
+    assert_eq!(back, stats);
+    let arrays = read_npz(&path).unwrap();
+    let names: Vec<&str> = arrays.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["mu", "sigma", "num_samples"]);
+    assert_eq!(arrays[2].1.shape, Vec::<usize>::new());
+    assert_eq!(arrays[2].1.data, NpyData::F64(vec![50_000.0]));
+
+    // A count that is not a whole non-negative number is an error naming the array.
+    let mu = NpyArray::new(vec![1], NpyData::F64(vec![0.0])).unwrap();
+    let sigma = NpyArray::new(vec![1, 1], NpyData::F64(vec![1.0])).unwrap();
+    for bad in [-1.0, 2.5, f64::NAN] {
+        let n = NpyArray::new(vec![], NpyData::F64(vec![bad])).unwrap();
+        write_npz(
+            &path,
+            &[("mu", &mu), ("sigma", &sigma), ("num_samples", &n)],
+        )
+        .unwrap();
+        let err = load_stats_npz(&path).unwrap_err().to_string();
+        assert!(err.contains("n.npz:num_samples"), "{err}");
+    }
+}
+
+/// A `.npy` header whose shape fits `usize` in elements but not in bytes gives an error, not an overflow.
+#[test]
+fn crafted_npy_headers_give_errors() {
+    let file = |descr: &str, shape: &str| {
+        let header =
+            format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}\n");
+        let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+        bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+        bytes.extend_from_slice(header.as_bytes());
+        bytes.extend_from_slice(&[0; 16]);
+        bytes
+    };
+    // 2^62 * 2 = 2^63 elements fit in u64; times 8 bytes does not.
+    let big = format!("({}, 2)", 1u64 << 62);
+    for descr in ["<f8", "<f4"] {
+        let err = NpyArray::from_bytes(&file(descr, &big), "big.npy").unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("big.npy") && msg.contains("needs more than"),
+            "{msg}"
+        );
+    }
+    // Elements overflow already.
+    let err = NpyArray::from_bytes(&file("<f8", &format!("({0}, {0})", 1u64 << 40)), "e.npy");
+    assert!(err.unwrap_err().to_string().contains("overflows"));
+    // Fits in bytes, but the file has 16 of them.
+    let err = NpyArray::from_bytes(&file("<f8", "(1000000,)"), "short.npy").unwrap_err();
+    assert!(err.to_string().contains("needs 8000000"), "{err}");
+    assert_eq!(
+        NpyArray::from_bytes(&file("<f8", "(2,)"), "ok.npy")
+            .unwrap()
+            .data,
+        NpyData::F64(vec![0.0, 0.0])
+    );
+}
+
+/// A zip entry that declares an absurd uncompressed size (2^60 bytes in its zip64 field): reading must not
+/// trust it for allocation (`Vec::with_capacity` of it aborts the process).
+#[test]
+fn crafted_zip_entry_sizes_do_not_allocate() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("z.npz");
+    let array = NpyArray::new(vec![3], NpyData::F64(vec![1.0, 2.0, 3.0])).unwrap();
+    let mut writer = zip::ZipWriter::new(std::fs::File::create(&path).unwrap());
+    let options = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Stored)
+        .large_file(true);
+    writer.start_file("mu.npy", options).unwrap();
+    writer.write_all(&array.to_bytes()).unwrap();
+    writer.finish().unwrap();
+    let mut bytes = std::fs::read(&path).unwrap();
+    let declared = (1u64 << 60).to_le_bytes();
+    let mut patched = 0;
+    // Every zip64 extra field (id 1) starts with the uncompressed size.
+    for at in 0..bytes.len() - 12 {
+        if bytes[at..at + 2] == [1, 0] && bytes[at + 2..at + 4] == [16, 0] {
+            bytes[at + 4..at + 12].copy_from_slice(&declared);
+            patched += 1;
+        }
+    }
+    assert!(patched >= 1, "no zip64 field found");
+    std::fs::write(&path, &bytes).unwrap();
+    match read_npz(&path) {
+        Ok(arrays) => assert_eq!(arrays[0].1, array),
+        Err(e) => assert!(e.to_string().contains("z.npz"), "{e}"),
+    }
+}

@@ -3,7 +3,9 @@
 use std::path::PathBuf;
 
 use ect_metrics::npy::{NpyArray, NpyData};
-use ect_metrics::samples::{load_samples_npy, quantize, samples_from_array, Images, Layout};
+use ect_metrics::samples::{
+    load_samples_npy, quantize, quantize_f32, samples_from_array, Images, Layout,
+};
 use ect_metrics::score::{
     fd_of_files, fd_score, open_extractor, stats_of_dataset, stats_of_images, ExtractorChoice,
 };
@@ -26,6 +28,35 @@ fn quantization_matches_edm_generate() {
     assert_eq!(quantize(3.0), 255);
     assert_eq!(quantize(0.5 / 127.5 - 1.0), 1); // 1.0 exactly -> 1
     assert_eq!(quantize(0.49 / 127.5 - 1.0), 0);
+}
+
+/// A float32 value just above -254/255 whose product with 127.5 rounds up to exactly -127 in float32
+/// (pixel 1, what `torch.tensor([x], dtype=torch.float32) * 127.5 + 128` gives) but stays below it in
+/// float64 (pixel 0). Files keep their dtype's arithmetic.
+#[test]
+fn float32_samples_are_quantized_in_float32() {
+    let x = f32::from_bits(3_212_771_071);
+    assert_eq!(x, -0.996_078_43_f32);
+    assert_eq!(quantize_f32(x), 1);
+    assert_eq!(quantize(f64::from(x)), 0);
+    assert_eq!(quantize_f32(-1.0), 0);
+    assert_eq!(quantize_f32(1.0), 255);
+    assert_eq!(quantize_f32(0.0), 128);
+    assert_eq!(quantize_f32(-7.0), 0);
+    let as_f32 = NpyArray::new(vec![1, 1, 1, 1], NpyData::F32(vec![x])).unwrap();
+    let as_f64 = NpyArray::new(vec![1, 1, 1, 1], NpyData::F64(vec![f64::from(x)])).unwrap();
+    assert_eq!(
+        samples_from_array(&as_f32, Layout::Auto, "f32")
+            .unwrap()
+            .pixels,
+        [1]
+    );
+    assert_eq!(
+        samples_from_array(&as_f64, Layout::Auto, "f64")
+            .unwrap()
+            .pixels,
+        [0]
+    );
 }
 
 #[test]

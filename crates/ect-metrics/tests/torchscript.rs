@@ -97,8 +97,8 @@ fn wrong_output_shape_is_a_clear_error_at_load() {
     assert!(matches!(err, MetricsError::Model { .. }), "{msg}");
     assert!(
         msg.contains("wrong_shape_inception.pt")
-            && msg.contains("[2, 10]")
-            && msg.contains("[2, 2048]"),
+            && msg.contains("[3, 10]")
+            && msg.contains("[3, 2048]"),
         "{msg}"
     );
 }

@@ -93,8 +93,9 @@ impl TorchScriptExtractor {
             feature_dim,
             classes,
         };
-        let probe = vec![0u8; 2 * 3 * 32 * 32];
-        extractor.extract(&ImageBatch::new(&probe, 2, 3, 32, 32)?)?;
+        // Batch 3: `export_dinov2.py` traces at batch 2, so a batch size baked into a trace shows up here.
+        let probe = vec![0u8; 3 * 3 * 32 * 32];
+        extractor.extract(&ImageBatch::new(&probe, 3, 3, 32, 32)?)?;
         Ok(extractor)
     }
 
