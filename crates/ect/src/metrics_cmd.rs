@@ -3,9 +3,11 @@
 
 use anyhow::{bail, Context};
 use clap::Subcommand;
-use ect_metrics::samples::{load_samples_npy, Layout};
-use ect_metrics::score::{open_extractor, stats_of_dataset, stats_of_images, ExtractorChoice};
-use ect_metrics::{FeatureExtractor, FeatureStats, ImageBatch};
+use ect_metrics::samples::load_samples_npy;
+use ect_metrics::score::{
+    open_extractor, stats_of_dataset, stats_of_images, stats_of_images_with, ExtractorChoice,
+};
+use ect_metrics::{FeatureExtractor, FeatureStats};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 
@@ -110,6 +112,9 @@ pub struct InputArgs {
     /// A samples `.npy` (u8, or float in [-1, 1]; NCHW or NHWC).
     #[arg(long)]
     pub samples: Option<PathBuf>,
+    /// Layout of the samples array: auto, nchw or nhwc.
+    #[arg(long, default_value = "auto")]
+    pub layout: String,
 }
 
 fn device() -> tch::Device {
@@ -128,25 +133,31 @@ fn dataset_stats(
     Ok(stats_of_dataset(ds.as_ref(), extractor, batch, max)?)
 }
 
-/// Entropy (nats) of the histogram of predicted classes: mode coverage, ln(classes) when balanced.
-fn class_entropy(
-    extractor: &dyn FeatureExtractor,
-    images: &ect_metrics::samples::Images,
-    batch: usize,
-) -> anyhow::Result<Option<f64>> {
-    let classes = extractor.num_classes();
-    if classes == 0 {
-        return Ok(None);
+/// Histogram of the predicted classes (arg-max of the logits) over the batches of one extraction pass.
+#[derive(Debug, Default)]
+struct ClassHistogram {
+    counts: Vec<u64>,
+    /// False once a batch comes without logits.
+    complete: bool,
+}
+
+impl ClassHistogram {
+    fn new(classes: usize) -> Self {
+        Self {
+            counts: vec![0; classes],
+            complete: classes > 0,
+        }
     }
-    let mut counts = vec![0u64; classes];
-    let size = images.c * images.h * images.w;
-    for start in (0..images.n).step_by(batch.max(1)) {
-        let count = batch.min(images.n - start);
-        let px = &images.pixels[start * size..(start + count) * size];
-        let f = extractor.extract(&ImageBatch::new(px, count, images.c, images.h, images.w)?)?;
-        let Some(logits) = f.logits else {
-            return Ok(None);
+
+    fn add(&mut self, f: &ect_metrics::Features) {
+        let Some(logits) = f.logits.as_ref().filter(|_| self.complete) else {
+            self.complete = false;
+            return;
         };
+        if f.classes != self.counts.len() {
+            self.complete = false;
+            return;
+        }
         for row in logits.chunks(f.classes) {
             let best = row
                 .iter()
@@ -154,20 +165,27 @@ fn class_entropy(
                 .max_by(|a, b| a.1.total_cmp(b.1))
                 .map(|(i, _)| i)
                 .unwrap_or(0);
-            counts[best] += 1;
+            self.counts[best] += 1;
         }
     }
-    let n = counts.iter().sum::<u64>() as f64;
-    Ok(Some(
-        counts
-            .iter()
-            .filter(|&&c| c > 0)
-            .map(|&c| c as f64 / n)
-            .map(|p| -p * p.ln())
-            .sum::<f64>()
-            // A single class gives -0.0; print it as 0.
-            .abs(),
-    ))
+
+    /// Entropy (nats) of the histogram: mode coverage, ln(classes) when balanced; `None` without logits.
+    fn entropy(&self) -> Option<f64> {
+        let n = self.counts.iter().sum::<u64>() as f64;
+        if !self.complete || n == 0.0 {
+            return None;
+        }
+        Some(
+            self.counts
+                .iter()
+                .filter(|&&c| c > 0)
+                .map(|&c| c as f64 / n)
+                .map(|p| -p * p.ln())
+                .sum::<f64>()
+                // A single class gives -0.0; print it as 0.
+                .abs(),
+        )
+    }
 }
 
 /// Runs an `ect metrics` subcommand.
@@ -193,7 +211,7 @@ pub fn run(cmd: &MetricsCommand) -> anyhow::Result<()> {
                     input.max_images,
                 )?,
                 (None, Some(s)) => stats_of_images(
-                    &load_samples_npy(s, Layout::Auto)?,
+                    &load_samples_npy(s, input.layout.parse()?)?,
                     ex.as_ref(),
                     extractor.batch,
                 )?,
@@ -215,7 +233,12 @@ pub fn run(cmd: &MetricsCommand) -> anyhow::Result<()> {
             let choice = extractor.choice()?;
             let ex = open_extractor(&choice, device())?;
             let images = load_samples_npy(samples, layout.parse()?)?;
-            let stats = stats_of_images(&images, ex.as_ref(), extractor.batch)?;
+            // One extraction pass gives both the statistics and the predicted classes.
+            let mut histogram = ClassHistogram::new(ex.num_classes());
+            let stats = stats_of_images_with(&images, ex.as_ref(), extractor.batch, &mut |f| {
+                histogram.add(f);
+                Ok(())
+            })?;
             let is_npz = reference
                 .extension()
                 .is_some_and(|e| e.eq_ignore_ascii_case("npz"));
@@ -232,7 +255,7 @@ pub fn run(cmd: &MetricsCommand) -> anyhow::Result<()> {
                 ex.name(),
                 Some(&name),
             )?;
-            let entropy = class_entropy(ex.as_ref(), &images, extractor.batch)?;
+            let entropy = histogram.entropy();
             println!(
                 "{}",
                 json!({

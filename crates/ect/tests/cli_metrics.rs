@@ -1,8 +1,11 @@
-//! `ect metrics`: FD of statistics files (equal to the library's value), scoring a samples file against
-//! a dataset with the built-in feature net, and clear errors for bad input.
+//! `ect metrics`: FD of statistics files (equal to the library's value), statistics of a samples file
+//! (equal to the mean and covariance of the features computed here), scoring a samples file against a
+//! dataset with the built-in feature net, training the feature net on a tiny IDX set, and clear errors for
+//! bad input.
 
+use ect_metrics::extract::featnet::FeatureNet;
 use ect_metrics::npy::{NpyArray, NpyData};
-use ect_metrics::FeatureStats;
+use ect_metrics::{FeatureExtractor, FeatureStats, ImageBatch};
 use std::path::Path;
 
 mod common;
@@ -114,5 +117,143 @@ fn score_samples_against_a_dataset_with_the_feature_net() {
         err.starts_with("error:") && !err.contains("panicked"),
         "{err}"
     );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn stats_of_a_samples_file_are_the_features_mean_and_covariance() {
+    let dir = tmp("stats");
+    tch::manual_seed(7);
+    let net_path = dir.join("featnet.safetensors");
+    FeatureNet::new(tch::Device::Cpu).save(&net_path).unwrap();
+    let net = FeatureNet::load(&net_path, tch::Device::Cpu).unwrap();
+    // 12 grayscale 28x28 images stored N,H,W,C.
+    let n = 12;
+    let pixels: Vec<u8> = (0..n * 784)
+        .map(|i| ((i * 37 + i / 784 * 11) % 256) as u8)
+        .collect();
+    let samples = dir.join("samples.npy");
+    NpyArray::new(vec![n, 28, 28, 1], NpyData::U8(pixels.clone()))
+        .unwrap()
+        .save(&samples)
+        .unwrap();
+    let out_path = dir.join("stats.npz");
+    let run = |layout: &str| {
+        ect()
+            .args(["metrics", "stats", "--feature-net"])
+            .arg(&net_path)
+            .arg("--samples")
+            .arg(&samples)
+            .args(["--layout", layout, "--batch", "5", "--out"])
+            .arg(&out_path)
+            .output()
+            .unwrap()
+    };
+    let printed = last_json_line(&run("nhwc"));
+    assert_eq!(printed["num_samples"], 12);
+    assert_eq!(printed["dim"], 128);
+    assert_eq!(printed["extractor"], "fmnist-cnn");
+
+    // The features, computed here in one batch (NHWC with one channel has the NCHW byte order).
+    let f = net
+        .extract(&ImageBatch::new(&pixels, n, 1, 28, 28).unwrap())
+        .unwrap();
+    let d = f.dim;
+    let mean: Vec<f64> = (0..d)
+        .map(|j| {
+            (0..n)
+                .map(|i| f64::from(f.features[i * d + j]))
+                .sum::<f64>()
+                / n as f64
+        })
+        .collect();
+    let cov = |a: usize, b: usize| {
+        (0..n)
+            .map(|i| {
+                (f64::from(f.features[i * d + a]) - mean[a])
+                    * (f64::from(f.features[i * d + b]) - mean[b])
+            })
+            .sum::<f64>()
+            / (n - 1) as f64
+    };
+    let stats = ect_metrics::load_stats_npz(&out_path).unwrap();
+    assert_eq!(stats.num_samples(), Some(12));
+    let scale = mean.iter().fold(0.0f64, |m, x| m.max(x.abs())).max(1e-3);
+    for (j, (&got, &want)) in stats.mu().iter().zip(&mean).enumerate() {
+        assert!(
+            (got - want).abs() <= 1e-5 * scale,
+            "mu[{j}] {got} vs {want}"
+        );
+    }
+    for (a, b) in [(0, 0), (3, 7), (127, 127), (64, 1)] {
+        let (got, want) = (stats.sigma()[a * d + b], cov(a, b));
+        assert!(
+            (got - want).abs() <= 1e-5 * scale * scale,
+            "sigma[{a},{b}] {got} vs {want}"
+        );
+    }
+    assert!(
+        mean.iter().any(|&m| m.abs() > 1e-6),
+        "features are all zero"
+    );
+
+    // Forcing the wrong layout reads 28 channels: an error naming the file, not a panic.
+    let out = run("nchw");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("samples.npy") && err.contains("28 channels") && !err.contains("panicked"),
+        "{err}"
+    );
+    let out = run("sideways");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("sideways"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn train_feature_net_on_a_tiny_idx_set() {
+    let dir = tmp("train-featnet");
+    // Two classes that differ in brightness: 40 training and 40 test images.
+    let pixel = |i: u32, p: u32| {
+        if i % 2 == 0 {
+            (p % 40) as u8
+        } else {
+            200 + (p % 50) as u8
+        }
+    };
+    write_idx(&dir, "train", (40, 28, 28), pixel, |i| (i % 2) as u8);
+    write_idx(&dir, "t10k", (40, 28, 28), pixel, |i| (i % 2) as u8);
+    let net = dir.join("out/net.safetensors");
+    let printed = last_json_line(
+        &ect()
+            .args(["metrics", "train-feature-net", "--data"])
+            .arg(&dir)
+            .arg("--out")
+            .arg(&net)
+            .args(["--epochs", "3", "--seed", "1"])
+            .output()
+            .unwrap(),
+    );
+    // 40 images in batches of 128: one step per epoch.
+    assert_eq!(printed["steps"], 3);
+    let acc = printed["test_accuracy"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&acc), "{printed}");
+    assert!(
+        ((acc * 40.0).round() - acc * 40.0).abs() < 1e-9,
+        "{printed}"
+    );
+    let loaded = FeatureNet::load(&net, tch::Device::Cpu).unwrap();
+    assert_eq!(loaded.feature_dim(), 128);
+
+    let out = ect()
+        .args(["metrics", "train-feature-net", "--data"])
+        .arg(dir.join("nowhere"))
+        .arg("--out")
+        .arg(dir.join("x.safetensors"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nowhere"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
