@@ -12,9 +12,9 @@ fn main() -> ExitCode {
     while let Some(a) = it.next() {
         match a.as_str() {
             "--tol" => match it.next().and_then(|v| v.parse::<f64>().ok()) {
-                Some(t) => tol = t,
-                None => {
-                    eprintln!("--tol needs a number");
+                Some(t) if t.is_finite() && t >= 0.0 => tol = t,
+                _ => {
+                    eprintln!("--tol needs a finite number >= 0");
                     return ExitCode::from(2);
                 }
             },
@@ -41,7 +41,13 @@ fn main() -> ExitCode {
             }
         }
         Err(e) => {
-            eprintln!("{e}");
+            let mut msg = e.to_string();
+            let mut cause = std::error::Error::source(&e);
+            while let Some(c) = cause {
+                msg.push_str(&format!(": {c}"));
+                cause = c.source();
+            }
+            eprintln!("{msg}");
             ExitCode::from(2)
         }
     }

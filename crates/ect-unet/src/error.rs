@@ -24,8 +24,9 @@ pub enum UnetError {
         /// The parser's message (names the field where it can).
         reason: String,
     },
-    /// Reading or writing a file failed.
-    #[error("{}: {source}", path.display())]
+    /// Reading or writing a file failed. The message names only the file: the cause is the error's
+    /// `source`, which `{:#}` / error-chain printers append (printing it here too showed it twice).
+    #[error("{}", path.display())]
     Io {
         /// The file.
         path: PathBuf,

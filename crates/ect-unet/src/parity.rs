@@ -2,11 +2,12 @@
 //! `weights.safetensors`, `io.safetensors`, as produced from the authors' PyTorch code) and reports
 //! the relative errors `max|out - ref| / max|ref|` in evaluation and training mode.
 
-use crate::config::NetworkConfig;
+use crate::config::{ModelConfig, NetworkConfig};
 use crate::dropout::DropoutMode;
 use crate::error::UnetError;
 use crate::precond::{CoeffMode, Precond};
 use crate::weights::{load_weights, read_safetensors};
+use std::collections::BTreeMap;
 use std::path::Path;
 use tch::{nn::VarStore, Device, Tensor};
 
@@ -24,8 +25,11 @@ pub struct ParityReport {
 }
 
 impl ParityReport {
-    /// The larger of the two errors.
+    /// The larger of the two errors; NaN when either is NaN (`f64::max` would hide it).
     pub fn max_rel_err(&self) -> f64 {
+        if self.rel_err_eval.is_nan() || self.rel_err_train.is_nan() {
+            return f64::NAN;
+        }
         self.rel_err_eval.max(self.rel_err_train)
     }
 
@@ -53,9 +57,11 @@ pub fn check_fixture(dir: &Path) -> Result<ParityReport, UnetError> {
 }
 
 /// Loads `dir/meta.json` (`network`, `config`), `dir/weights.safetensors` and `dir/io.safetensors`
-/// (`x`, `sigma`, optional `class_labels`, `out_eval`, `out_train`), runs the network in evaluation
+/// (`x` [N, C, H, W], `sigma` [N], `class_labels` [N, label_dim] for a conditional network, optional
+/// `augment_labels` [N, augment_dim], `out_eval` and `out_train` shaped as `x`), runs the network in evaluation
 /// mode and in training mode (training coefficients, EDM2 forced weight normalization, dropout off),
-/// and returns both relative errors.
+/// and returns both relative errors. A missing tensor or a shape disagreement is a
+/// [`UnetError::Fixture`] naming the tensor and both shapes.
 pub fn check_fixture_on(dir: &Path, device: Device) -> Result<ParityReport, UnetError> {
     let fixture_err = |reason: String| UnetError::Fixture {
         dir: dir.to_path_buf(),
@@ -100,28 +106,56 @@ pub fn check_fixture_on(dir: &Path, device: Device) -> Result<ParityReport, Unet
         get("out_eval")?,
         get("out_train")?,
     );
-    let labels = io.get("class_labels").map(|t| t.to_device(device));
     let want = x.size();
     let (c, r) = (config.img_channels(), config.img_resolution());
     if want.len() != 4 || want[1] != c || want[2] != r || want[3] != r {
         return Err(fixture_err(format!(
-            "x has shape {want:?}, the network expects [N, {c}, {r}, {r}]"
+            "io.safetensors: x has shape {want:?}, the network expects [N, {c}, {r}, {r}]"
         )));
     }
+    let n = want[0];
     for (name, t) in [("out_eval", &out_eval), ("out_train", &out_train)] {
         if t.size() != want {
             return Err(fixture_err(format!(
-                "{name} has shape {:?}, x has {want:?}",
+                "io.safetensors: {name} has shape {:?}, x has {want:?}",
                 t.size()
             )));
         }
     }
+    // The reference reshapes sigma to [-1, 1, 1, 1]: one noise level per image.
+    if sigma.numel() != n as usize {
+        return Err(fixture_err(format!(
+            "io.safetensors: sigma has shape {:?}, expected [{n}] (one noise level per image of x)",
+            sigma.size()
+        )));
+    }
+    let labels = conditioning(
+        &io,
+        "class_labels",
+        config.label_dim(),
+        "label_dim",
+        n,
+        true,
+        &fixture_err,
+    )?
+    .map(|t| t.to_device(device));
+    let augment = conditioning(
+        &io,
+        "augment_labels",
+        augment_dim(&config),
+        "augment_dim",
+        n,
+        false,
+        &fixture_err,
+    )?
+    .map(|t| t.to_device(device));
 
     let eval = tch::no_grad(|| {
-        net.forward(
+        net.forward_with_augment(
             &x,
             &sigma,
             labels.as_ref(),
+            augment.as_ref(),
             CoeffMode::Eval,
             DropoutMode::Off,
         )
@@ -129,10 +163,11 @@ pub fn check_fixture_on(dir: &Path, device: Device) -> Result<ParityReport, Unet
     // The reference's training-mode forward normalizes the EDM2 weights in place first.
     net.normalize_weights();
     let train = tch::no_grad(|| {
-        net.forward(
+        net.forward_with_augment(
             &x,
             &sigma,
             labels.as_ref(),
+            augment.as_ref(),
             CoeffMode::Train,
             DropoutMode::Off,
         )
@@ -143,4 +178,50 @@ pub fn check_fixture_on(dir: &Path, device: Device) -> Result<ParityReport, Unet
         rel_err_eval: relative_error(&eval, &out_eval),
         rel_err_train: relative_error(&train, &out_train),
     })
+}
+
+/// `augment_dim` of the architecture (0 for EDM2, which has no augmentation labels).
+fn augment_dim(config: &NetworkConfig) -> i64 {
+    let model = match config {
+        NetworkConfig::Ecm(c) => &c.model,
+        NetworkConfig::Edm(c) => &c.model,
+        NetworkConfig::Edm2(_) => return 0,
+    };
+    match model {
+        ModelConfig::SongUNet(c) => c.augment_dim,
+        ModelConfig::DhariwalUNet(c) => c.augment_dim,
+    }
+}
+
+/// The conditioning tensor `name` of the io file, checked against the network's `dim` (config field
+/// `field`): `[n, dim]` when present; absent is an error only when `required` and `dim > 0` (a
+/// conditional network silently given zero labels would compare the wrong outputs).
+///
+/// # Shapes
+/// -> Option<[n, dim]>.
+fn conditioning(
+    io: &BTreeMap<String, Tensor>,
+    name: &str,
+    dim: i64,
+    field: &str,
+    n: i64,
+    required: bool,
+    fixture_err: &dyn Fn(String) -> UnetError,
+) -> Result<Option<Tensor>, UnetError> {
+    match (io.get(name), dim) {
+        (None, d) if d > 0 && required => Err(fixture_err(format!(
+            "io.safetensors has no tensor `{name}`, but the network is conditional ({field} {d}); \
+             expected shape [{n}, {d}]"
+        ))),
+        (None, _) => Ok(None),
+        (Some(t), 0) => Err(fixture_err(format!(
+            "io.safetensors has `{name}` of shape {:?}, but the network has {field} 0",
+            t.size()
+        ))),
+        (Some(t), d) if t.size() != [n, d] => Err(fixture_err(format!(
+            "io.safetensors: {name} has shape {:?}, expected [{n}, {d}] ([N of x, {field}])",
+            t.size()
+        ))),
+        (Some(t), _) => Ok(Some(t.shallow_clone())),
+    }
 }
