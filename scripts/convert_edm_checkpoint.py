@@ -22,7 +22,7 @@ OUT_DIR receives:
   `ect_unet::NetworkConfig` (`ECMPrecond`, `EDMPrecond` or `edm2.Precond`);
 - `meta.json`: `network`, `config`, `params`, `state_dict_keys`, the fixture format of `ect parity`;
 - with `--io`: `io.safetensors` with a random batch (`x`, `sigma`, `class_labels` for conditional
-  networks) and the reference outputs `out_eval` and `out_train` (training mode, dropout set to 0),
+  networks, `augment_labels` for networks with augmentation labels) and the reference outputs `out_eval` and `out_train` (training mode, dropout set to 0),
   so that `ect parity --fixture OUT_DIR` checks the Rust network against the reference on this
   checkpoint (relative error below 1e-4 in float32 is expected).
 
@@ -80,7 +80,7 @@ def write_safetensors(tensors, path):
             f.write(b)
 
 
-def ecm_from_edm(net, x, sigma, labels, training, sigma_min):
+def ecm_from_edm(net, x, sigma, labels, training, sigma_min, **model_kwargs):
     """ECMPrecond's forward (locuslab/ect) on an EDMPrecond network's inner model."""
     sd, s = net.sigma_data, sigma.reshape(-1, 1, 1, 1)
     if training:
@@ -89,7 +89,7 @@ def ecm_from_edm(net, x, sigma, labels, training, sigma_min):
         c_skip = sd ** 2 / ((s - sigma_min) ** 2 + sd ** 2)
         c_out = (s - sigma_min) * sd / (s ** 2 + sd ** 2).sqrt()
     c_in = 1 / (sd ** 2 + s ** 2).sqrt()
-    return c_skip * x + c_out * net.model(c_in * x, s.log().flatten() / 4, class_labels=labels)
+    return c_skip * x + c_out * net.model(c_in * x, s.log().flatten() / 4, class_labels=labels, **model_kwargs)
 
 
 def set_dropout_zero(net):
@@ -144,16 +144,23 @@ def main():
         io = {"x": torch.randn(4, ch, res, res), "sigma": torch.tensor([0.002, 0.05, 1.3, 80.0])}
         if labels:
             io["class_labels"] = torch.eye(labels)[torch.randint(labels, (4,))]
+        # Networks built with augment_dim > 0 (EDM's CIFAR-10 checkpoints) get augmentation labels
+        # too, so that `map_augment` is part of the check.
+        map_augment = getattr(getattr(net, "model", None), "map_augment", None)
+        extra = {}
+        if map_augment is not None:
+            io["augment_labels"] = torch.randn(4, map_augment.in_features)
+            extra["augment_labels"] = io["augment_labels"]
         set_dropout_zero(net)
         x, sigma, y = io["x"], io["sigma"], io.get("class_labels")
         with torch.no_grad():
             if args.as_ecm:
-                io["out_eval"] = ecm_from_edm(net, x, sigma, y, False, config["sigma_min"])
-                io["out_train"] = ecm_from_edm(net.train(), x, sigma, y, True, config["sigma_min"])
+                io["out_eval"] = ecm_from_edm(net, x, sigma, y, False, config["sigma_min"], **extra)
+                io["out_train"] = ecm_from_edm(net.train(), x, sigma, y, True, config["sigma_min"], **extra)
             else:
-                io["out_eval"] = net(x, sigma, y)
+                io["out_eval"] = net(x, sigma, y, **extra)
                 # Training mode last: EDM2 normalizes its weights in place there (already saved above).
-                io["out_train"] = net.train()(x, sigma, y)
+                io["out_train"] = net.train()(x, sigma, y, **extra)
         write_safetensors(io, os.path.join(args.out_dir, "io.safetensors"))
 
 
