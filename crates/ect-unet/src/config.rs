@@ -498,6 +498,7 @@ impl NetworkConfig {
             origin: None,
             reason: e.to_string(),
         };
+        let value = &with_default_model_type(value);
         let cfg: NetworkConfig = serde_json::from_value(value.clone()).map_err(parse_err)?;
         let known = serde_json::to_value(&cfg).map_err(parse_err)?;
         if let (Some(given), Some(known)) = (value.as_object(), known.as_object()) {
@@ -642,6 +643,18 @@ impl NetworkConfig {
                 if let Some(m) = c.channel_mult_emb {
                     positive("channel_mult_emb", m)?;
                 }
+                // The reference's `if dropout_res and res > dropout_res` turns dropout off
+                // everywhere for a negative value; surely a typo, so it is rejected.
+                if let Some(dr) = c.dropout_res {
+                    if dr < 0 {
+                        return Err(UnetError::config(
+                            "dropout_res",
+                            format!(
+                                "must be >= 0 (0 or null = dropout at every resolution), got {dr}"
+                            ),
+                        ));
+                    }
+                }
                 for (name, t) in [
                     ("label_balance", c.label_balance),
                     ("concat_balance", c.concat_balance),
@@ -667,6 +680,22 @@ impl NetworkConfig {
             }
         }
     }
+}
+
+/// `ECMPrecond` and `EDMPrecond` default `model_type` to `'DhariwalUNet'` in the reference
+/// constructors; serde's internally tagged enum has no default tag, so it is filled in here.
+fn with_default_model_type(value: &serde_json::Value) -> serde_json::Value {
+    let mut value = value.clone();
+    if let Some(obj) = value.as_object_mut() {
+        let wraps_model = matches!(
+            obj.get("network").and_then(|n| n.as_str()),
+            Some("ECMPrecond" | "EDMPrecond")
+        );
+        if wraps_model && !obj.contains_key("model_type") {
+            obj.insert("model_type".into(), "DhariwalUNet".into());
+        }
+    }
+    value
 }
 
 /// Keys that serialize only when set; a given `null` for them is fine.

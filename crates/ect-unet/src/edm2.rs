@@ -139,19 +139,20 @@ impl MPConv {
 }
 
 /// EDM2 `resample`: FIR down/upsampling by 2 with the normalized filter, as a depthwise (transposed)
-/// convolution (faster on CPU than pooling for `[1,1]`; see `layers::FirResample`).
-fn resample(x: &Tensor, taps: &[f64], mode: BlockResample) -> Tensor {
+/// convolution (see `layers::FirResample`).
+///
+/// # Shapes
+/// x: [N, C, H, W], filter: [C, 1, k, k] (the normalized taps' outer product on x's device and kind)
+/// -> [N, C, H/2, W/2] (Down) or [N, C, 2H, 2W] (Up); x itself for Keep.
+fn resample(x: &Tensor, filter: &FilterCache, mode: BlockResample) -> Tensor {
     if mode == BlockResample::Keep {
         return x.shallow_clone();
     }
-    let s = x.size();
-    let k = taps.len() as i64;
-    let pad = (k - 1) / 2;
-    let c = s[1];
-    let f = normalized_filter(taps)
-        .to_device(x.device())
-        .to_kind(x.kind())
-        .expand([c, 1, k, k], false);
+    let c = x.size()[1];
+    let f = filter
+        .get(x.device(), x.kind())
+        .expand([c, 1, -1, -1], false);
+    let pad = (f.size()[2] - 1) / 2;
     match mode {
         BlockResample::Down => {
             let y = x.conv2d(&f, None::<Tensor>, [2, 2], [pad, pad], [1, 1], c);
@@ -170,6 +171,42 @@ fn resample(x: &Tensor, taps: &[f64], mode: BlockResample) -> Tensor {
                 [1, 1],
             )
         }
+    }
+}
+
+/// The normalized resampling filter `[1, 1, k, k]`, built once per (device, kind) it is used on.
+///
+/// The reference caches it with `misc.const_like`; rebuilding it each call costs a host-to-device copy
+/// per resampling block, which synchronizes a CUDA stream.
+#[derive(Debug)]
+struct FilterCache {
+    taps: Vec<f64>,
+    on: std::sync::Mutex<Vec<(tch::Device, Kind, Tensor)>>,
+}
+
+impl FilterCache {
+    fn new(taps: &[f64]) -> Self {
+        FilterCache {
+            taps: taps.to_vec(),
+            on: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// # Shapes
+    /// -> [1, 1, k, k].
+    fn get(&self, device: tch::Device, kind: Kind) -> Tensor {
+        // A poisoned lock only means another thread panicked mid-push; the list is still valid.
+        let mut on = self.on.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, _, f)) = on.iter().find(|(d, k, _)| *d == device && *k == kind) {
+            return f.shallow_clone();
+        }
+        let f = tch::no_grad(|| {
+            normalized_filter(&self.taps)
+                .to_device(device)
+                .to_kind(kind)
+        });
+        on.push((device, kind, f.shallow_clone()));
+        f
     }
 }
 
@@ -226,7 +263,7 @@ pub struct BlockConfig<'f> {
 #[derive(Debug)]
 pub struct Block {
     flavor: Flavor,
-    resample_filter: Vec<f64>,
+    resample_filter: FilterCache,
     resample_mode: BlockResample,
     num_heads: i64,
     dropout: f64,
@@ -271,7 +308,7 @@ impl Block {
             (num_heads != 0).then(|| MPConv::new(&b.sub("attn_proj"), cout, cout, Some(1)));
         Ok(Block {
             flavor: cfg.flavor,
-            resample_filter: cfg.resample_filter.to_vec(),
+            resample_filter: FilterCache::new(cfg.resample_filter),
             resample_mode: cfg.resample_mode,
             num_heads,
             dropout: cfg.dropout,

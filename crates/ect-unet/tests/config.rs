@@ -28,6 +28,47 @@ fn presets_round_trip_through_json() {
 }
 
 #[test]
+fn model_type_defaults_to_dhariwal_unet_as_in_the_reference() {
+    for network in ["ECMPrecond", "EDMPrecond"] {
+        let cfg = NetworkConfig::from_json_value(&json!({
+            "network": network, "img_resolution": 16, "img_channels": 3,
+            "model_channels": 16, "channel_mult": [1, 2], "num_blocks": 1,
+        }))
+        .unwrap();
+        let model = match &cfg {
+            NetworkConfig::Ecm(c) => &c.model,
+            NetworkConfig::Edm(c) => &c.model,
+            NetworkConfig::Edm2(_) => panic!("{network} parsed as EDM2"),
+        };
+        assert!(
+            matches!(model, ect_unet::ModelConfig::DhariwalUNet(_)),
+            "{network}: {model:?}"
+        );
+    }
+}
+
+#[test]
+fn negative_dropout_res_is_rejected_naming_the_field() {
+    let err = NetworkConfig::from_json_value(&json!({
+        "network": "edm2.Precond", "img_resolution": 16, "img_channels": 3,
+        "model_channels": 16, "channel_mult": [1, 2], "num_blocks": 1, "dropout_res": -1,
+    }))
+    .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("`dropout_res`") && msg.contains("got -1"),
+        "{msg}"
+    );
+    for ok in [json!(0), json!(8), serde_json::Value::Null] {
+        NetworkConfig::from_json_value(&json!({
+            "network": "edm2.Precond", "img_resolution": 16, "img_channels": 3,
+            "model_channels": 16, "channel_mult": [1, 2], "num_blocks": 1, "dropout_res": ok,
+        }))
+        .unwrap();
+    }
+}
+
+#[test]
 fn fixture_configs_parse_with_defaults() {
     let cfg = common::config("unet-ddpmpp-tiny");
     let NetworkConfig::Ecm(ecm) = &cfg else {
