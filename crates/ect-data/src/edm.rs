@@ -66,6 +66,11 @@ fn zip_error(path: &Path, e: zip::result::ZipError) -> DataError {
     DataError::format(path, format!("corrupt zip archive: {e}"))
 }
 
+/// The most classes a `dataset.json` may have (labels are below this). The class count is the largest
+/// label + 1 and sizes per-class counts and one-hot rows, so one stray huge label would otherwise
+/// ask for gigabytes; ImageNet-21k has about 22k classes.
+pub const MAX_CLASSES: u32 = 1_000_000;
+
 /// Parses `dataset.json`; `names` are the images in index order. `None` when it has `"labels": null`.
 pub fn parse_labels(json: &[u8], names: &[String], path: &Path) -> Result<Option<Vec<u32>>> {
     let v: serde_json::Value = serde_json::from_slice(json)
@@ -89,8 +94,18 @@ pub fn parse_labels(json: &[u8], names: &[String], path: &Path) -> Result<Option
             None => (None, None),
         };
         match (name, label) {
-            (Some(n), Some(l)) if l <= u32::MAX as u64 => {
+            (Some(n), Some(l)) if l < MAX_CLASSES as u64 => {
                 map.insert(n.replace('\\', "/"), l as u32);
+            }
+            (Some(n), Some(l)) => {
+                return Err(DataError::format(
+                    path,
+                    format!(
+                        "image {n} has class label {l}, above the supported maximum of {} classes \
+                         (the class count is the largest label + 1)",
+                        MAX_CLASSES
+                    ),
+                ))
             }
             _ => {
                 return Err(DataError::format(

@@ -3,7 +3,7 @@
 
 use std::fs::File;
 use std::io::{BufReader, Read};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use flate2::read::MultiGzDecoder;
 
@@ -90,16 +90,40 @@ pub(crate) fn tar_members(
             .map_err(|e| tar_error(path, e))?;
         out.push((name, data));
     }
+    // The tar reader stops at the end-of-archive blocks, before the gzip trailer; reading the rest of
+    // the stream makes flate2 check the CRC-32 and length there, so a corrupt `.tar.gz` whose damage
+    // still inflates (stored or Huffman-only blocks) is an error instead of silently wrong pixels.
+    std::io::copy(&mut archive.into_inner(), &mut std::io::sink()).map_err(|e| {
+        DataError::format(
+            path,
+            format!("corrupt or truncated archive after its last member: {e}"),
+        )
+    })?;
     Ok(out)
 }
 
-/// Appends to `out` every file below `dir` (following links to folders) that `keep` accepts, as a
-/// `/`-separated path relative to the walk's root; `prefix` is `dir`'s own relative path (`""` at the root).
+/// Appends to `out` every file below `dir` (following links to folders, except a link back to a folder
+/// the walk is already inside, so a symlink loop cannot list the same images again and again) that `keep`
+/// accepts, as a `/`-separated path relative to the walk's root; `prefix` is `dir`'s own relative path
+/// (`""` at the root).
 pub(crate) fn walk_files(
     dir: &Path,
     prefix: &str,
     keep: &dyn Fn(&str) -> bool,
     out: &mut Vec<String>,
+) -> Result<()> {
+    let root = std::fs::canonicalize(dir).map_err(|e| DataError::io(dir, e))?;
+    walk_below(dir, prefix, keep, out, &mut vec![root])
+}
+
+/// [`walk_files`] with the canonical paths of the folders the walk is inside (`ancestors`, the
+/// current one last).
+fn walk_below(
+    dir: &Path,
+    prefix: &str,
+    keep: &dyn Fn(&str) -> bool,
+    out: &mut Vec<String>,
+    ancestors: &mut Vec<PathBuf>,
 ) -> Result<()> {
     for entry in std::fs::read_dir(dir).map_err(|e| DataError::io(dir, e))? {
         let entry = entry.map_err(|e| DataError::io(dir, e))?;
@@ -109,11 +133,17 @@ pub(crate) fn walk_files(
         } else {
             format!("{prefix}/{name}")
         };
-        let ty = entry
-            .file_type()
-            .map_err(|e| DataError::io(entry.path(), e))?;
-        if ty.is_dir() || (ty.is_symlink() && entry.path().is_dir()) {
-            walk_files(&entry.path(), &rel, keep, out)?;
+        let path = entry.path();
+        let ty = entry.file_type().map_err(|e| DataError::io(&path, e))?;
+        if ty.is_dir() || (ty.is_symlink() && path.is_dir()) {
+            let real = std::fs::canonicalize(&path).map_err(|e| DataError::io(&path, e))?;
+            if ancestors.contains(&real) {
+                continue;
+            }
+            ancestors.push(real);
+            let walked = walk_below(&path, &rel, keep, out, ancestors);
+            ancestors.pop();
+            walked?;
         } else if keep(&rel) {
             out.push(rel);
         }

@@ -261,3 +261,61 @@ fn bad_cifar_files_are_errors_naming_the_file() {
     );
     assert!(msg.contains("batches.meta.txt"), "{msg}");
 }
+
+/// A `.tar.gz` whose damage still inflates (stored blocks, as parts of the real archives are) or that
+/// lost its gzip trailer is an error naming the archive: the CRC-32 and length in the trailer are
+/// checked, not just the tar entries before it.
+#[test]
+fn corrupt_tar_gz_is_an_error_naming_it() {
+    use std::io::{Read, Write};
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let (px, _) = cifar10(root);
+    let fast = std::fs::read(root.join("cifar-10-binary.tar.gz")).unwrap();
+    let mut tar = Vec::new();
+    flate2::read::GzDecoder::new(&fast[..])
+        .read_to_end(&mut tar)
+        .unwrap();
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::none());
+    enc.write_all(&tar).unwrap();
+    let stored = enc.finish().unwrap();
+    let good = root.join("stored.tar.gz");
+    std::fs::write(&good, &stored).unwrap();
+    assert_eq!(
+        stats(&good, Format::CifarBinary, Split::Train),
+        stats(&root.join("bin"), Format::CifarBinary, Split::Train),
+        "the intact archive reads"
+    );
+    let bad = |name: &str, bytes: Vec<u8>| {
+        let path = root.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        let msg = open_err(&path, Format::CifarBinary);
+        assert!(msg.contains(name), "{name}: {msg}");
+        msg
+    };
+    // One pixel byte of the 7th training image flipped: the bytes sit verbatim in a stored block, so
+    // only the CRC can notice.
+    let window = &px[6 * 3072 + 1000..6 * 3072 + 1032];
+    let at = stored
+        .windows(window.len())
+        .position(|w| w == window)
+        .expect("pixels stored verbatim")
+        + 16;
+    let mut flipped = stored.clone();
+    flipped[at] ^= 0x20;
+    let msg = bad("flipped-pixel.tar.gz", flipped);
+    assert!(msg.contains("corrupt"), "{msg}");
+    // A byte flipped in the middle of the ordinarily compressed archive.
+    let mut flipped = fast.clone();
+    let mid = fast.len() / 2;
+    flipped[mid] ^= 0x01;
+    bad("flipped-middle.tar.gz", flipped);
+    // The stored CRC-32 itself wrong.
+    let mut flipped = stored.clone();
+    let crc_at = stored.len() - 8;
+    flipped[crc_at] ^= 0x01;
+    bad("flipped-crc.tar.gz", flipped);
+    // The trailer (CRC-32 and length) cut off, and only its last bytes cut off.
+    bad("no-trailer.tar.gz", stored[..stored.len() - 8].to_vec());
+    bad("half-trailer.tar.gz", stored[..stored.len() - 3].to_vec());
+}

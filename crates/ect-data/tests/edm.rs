@@ -229,3 +229,74 @@ fn bad_archives_are_errors_naming_the_file() {
         DataError::Io { .. }
     ));
 }
+
+/// A stray huge label would make the class count (largest label + 1) ask for gigabytes of per-class
+/// counts and one-hot rows; it is an error naming `dataset.json`, the image and the value, while the
+/// largest allowed label still opens.
+#[test]
+fn a_huge_label_is_an_error_not_a_huge_allocation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let (a, _) = png([3, 4, 4], 1);
+    let max = ect_data::edm::MAX_CLASSES;
+    for (name, label) in [("huge.zip", 4_000_000_000u64), ("limit.zip", max as u64)] {
+        zip_of(
+            &t.join(name),
+            &[
+                ("0.png", a.clone()),
+                ("1.png", a.clone()),
+                (
+                    "dataset.json",
+                    format!(r#"{{"labels": [["0.png", 0], ["1.png", {label}]]}}"#).into(),
+                ),
+            ],
+        );
+        let e = err_of(&t.join(name)).to_string();
+        assert!(
+            e.contains(&format!("{name}/dataset.json"))
+                && e.contains(&format!("image 1.png has class label {label}"))
+                && e.contains("1000000 classes"),
+            "{e}"
+        );
+    }
+    zip_of(
+        &t.join("ok.zip"),
+        &[
+            ("0.png", a.clone()),
+            (
+                "dataset.json",
+                format!(r#"{{"labels": [["0.png", {}]]}}"#, max - 1).into(),
+            ),
+        ],
+    );
+    let ds = open(&DatasetSpec::new(t.join("ok.zip"))).unwrap();
+    assert_eq!(ds.label_dim(), max as usize);
+    assert_eq!(ds.label(0), Some(max - 1));
+}
+
+/// A symlink back to a folder the walk is inside is not followed again, so a loop lists each image
+/// once (EDM's `os.walk` lists 3 here too); a link to a folder outside the walk is still followed.
+#[cfg(unix)]
+#[test]
+fn a_symlink_loop_does_not_multiply_images() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("ds");
+    for (i, name) in ["a.png", "sub/b.png", "sub/deeper/c.png"]
+        .iter()
+        .enumerate()
+    {
+        write(&root.join(name), &png([3, 4, 4], i as u64).0);
+    }
+    std::os::unix::fs::symlink("..", root.join("sub/loop")).unwrap();
+    std::os::unix::fs::symlink("../..", root.join("sub/deeper/loop2")).unwrap();
+    let outside = tmp.path().join("extra");
+    write(&outside.join("d.png"), &png([3, 4, 4], 9).0);
+    std::os::unix::fs::symlink(&outside, root.join("linked")).unwrap();
+    let ds = open(&DatasetSpec::new(&root)).unwrap();
+    assert_eq!(ds.len(), 4, "a, linked/d, sub/b, sub/deeper/c");
+    let edm = ect_data::edm::EdmArchive::open(&root).unwrap();
+    assert_eq!(
+        edm.names(),
+        ["a.png", "linked/d.png", "sub/b.png", "sub/deeper/c.png"]
+    );
+}
