@@ -20,22 +20,39 @@ pub struct ImageNetFolder {
     resolution: usize,
 }
 
-/// The split's folder: `<path>/train` or `<path>/val` when present, else `path` itself.
-pub fn split_dir(path: &Path, split: Split) -> PathBuf {
-    let sub = path.join(match split {
-        Split::Train => "train",
-        Split::Test => "val",
-    });
-    if sub.is_dir() {
-        sub
-    } else {
-        path.to_path_buf()
+/// The split's folder: `<path>/train` (or `path` itself when it has no `train/`, a folder of class
+/// folders) for the training split, `<path>/val` for the test split. A test split without `val/` is an
+/// error naming the missing folder: falling back to `path` would return the training images as "test".
+pub fn split_dir(path: &Path, split: Split) -> Result<PathBuf> {
+    match split {
+        Split::Train => {
+            let sub = path.join("train");
+            Ok(if sub.is_dir() {
+                sub
+            } else {
+                path.to_path_buf()
+            })
+        }
+        Split::Test => {
+            let sub = path.join("val");
+            if sub.is_dir() {
+                Ok(sub)
+            } else {
+                Err(DataError::format(
+                    &sub,
+                    "no such folder: the test split of an ImageNet folder is its val/ folder \
+                     (use the train split to read a folder of class folders directly)",
+                ))
+            }
+        }
     }
 }
 
 /// Whether `path` looks like ImageNet: a `train` folder (or itself) whose subfolders hold `.JPEG` files.
 pub(crate) fn looks_like_imagenet(path: &Path) -> bool {
-    let dir = split_dir(path, Split::Train);
+    let Ok(dir) = split_dir(path, Split::Train) else {
+        return false;
+    };
     let Ok(entries) = std::fs::read_dir(&dir) else {
         return false;
     };
@@ -67,7 +84,7 @@ impl ImageNetFolder {
                 msg: "must be at least 1".into(),
             });
         }
-        let root = split_dir(path, split);
+        let root = split_dir(path, split)?;
         let mut names = Vec::new();
         crate::util::walk_files(&root, "", &crate::edm::is_image_name, &mut names)?;
         names.sort();

@@ -207,7 +207,21 @@ pub fn open(spec: &DatasetSpec) -> Result<Box<dyn Dataset>> {
         Format::Idx => Box::new(idx::open(&spec.path, spec.split)?),
         Format::CifarPython => Box::new(cifar::open_python(&spec.path, spec.split)?),
         Format::CifarBinary => Box::new(cifar::open_binary(&spec.path, spec.split)?),
-        Format::EdmArchive => Box::new(edm::EdmArchive::open(&spec.path)?),
+        Format::EdmArchive => {
+            // An archive is one set of images; reading it for "test" would silently give the
+            // training images, e.g. as FID reference statistics.
+            if spec.split != Split::Train {
+                return Err(DataError::format(
+                    &spec.path,
+                    format!(
+                        "an EDM dataset archive has no train/test splits, so the {} split cannot be \
+                         read; use the train split (the default) or point at the test set's own archive",
+                        spec.split
+                    ),
+                ));
+            }
+            Box::new(edm::EdmArchive::open(&spec.path)?)
+        }
         Format::ImageNet => Box::new(imagenet::ImageNetFolder::open(
             &spec.path,
             spec.split,

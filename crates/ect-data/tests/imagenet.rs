@@ -186,3 +186,50 @@ fn a_corrupt_jpeg_is_an_error_naming_it() {
     let e = dataset_stats(&*ds).unwrap_err().to_string();
     assert!(e.contains("bad.JPEG"), "{e}");
 }
+
+/// The test split is `val/`; without it the test split is an error naming the missing folder (not the
+/// training images under another name), while the train split still reads `train/`.
+#[test]
+fn test_split_without_val_is_an_error_naming_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("inet");
+    save(
+        &root.join("train/n01/a.JPEG"),
+        40,
+        40,
+        1,
+        image::ImageFormat::Jpeg,
+    );
+    save(
+        &root.join("train/n02/b.JPEG"),
+        40,
+        40,
+        2,
+        image::ImageFormat::Jpeg,
+    );
+    let spec = |split| DatasetSpec {
+        format: Format::ImageNet,
+        split,
+        resolution: Some(32),
+        ..DatasetSpec::new(&root)
+    };
+    assert_eq!(open(&spec(Split::Train)).unwrap().len(), 2);
+    let msg = match open(&spec(Split::Test)) {
+        Ok(ds) => panic!("the test split opened with {} images", ds.len()),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        msg.contains(&root.join("val").display().to_string()) && msg.contains("no such folder"),
+        "{msg}"
+    );
+    // A folder of class folders (no train/ or val/) is the train split itself.
+    let classes = root.join("train");
+    assert_eq!(
+        ImageNetFolder::open(&classes, Split::Train, 32)
+            .unwrap()
+            .names()
+            .len(),
+        2
+    );
+    assert!(ImageNetFolder::open(&classes, Split::Test, 32).is_err());
+}
