@@ -6,6 +6,7 @@
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use md5::Md5;
 use sha2::{Digest, Sha256};
@@ -256,7 +257,29 @@ pub fn file_checksum(path: &Path, kind: &Checksum) -> Result<String> {
 /// Progress callback: `(bytes so far, total if the server said)`.
 pub type Progress<'a> = &'a mut dyn FnMut(u64, Option<u64>);
 
+/// How long a download waits on a silent server before it gives up (and tries the next mirror).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Opening the connection (DNS, TCP, TLS).
+    pub connect: Duration,
+    /// Waiting for the response headers, and for each read of the body: a stalled mirror fails after
+    /// this long without data, while a slow but moving download is never cut off.
+    pub read: Duration,
+}
+
+impl Default for Timeouts {
+    /// 30 s to connect, 60 s without data.
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(30),
+            read: Duration::from_secs(60),
+        }
+    }
+}
+
 fn download_one(
+    agent: &ureq::Agent,
+    timeouts: &Timeouts,
     url: &str,
     tmp: &Path,
     checksum: &Checksum,
@@ -266,7 +289,16 @@ fn download_one(
         url: url.to_string(),
         msg,
     };
-    let mut resp = ureq::get(url).call().map_err(|e| dl(e.to_string()))?;
+    let timed_out = |what: &str, e: &dyn std::fmt::Display| {
+        dl(format!(
+            "{what} ({e}; connect limit {:?}, no-data limit {:?})",
+            timeouts.connect, timeouts.read
+        ))
+    };
+    let mut resp = agent.get(url).call().map_err(|e| match e {
+        ureq::Error::Timeout(_) => timed_out("the server did not answer in time", &e),
+        e => dl(e.to_string()),
+    })?;
     let total = resp
         .headers()
         .get("content-length")
@@ -281,6 +313,12 @@ fn download_one(
         let n = match reader.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => n,
+            Err(e) if is_timeout(&e) => {
+                return Err(timed_out(
+                    &format!("the server stalled after {done} bytes"),
+                    &e,
+                ))
+            }
             Err(e) => return Err(dl(format!("connection failed after {done} bytes: {e}"))),
         };
         h.update(&buf[..n]);
@@ -298,9 +336,41 @@ fn download_one(
     Ok(h.hex())
 }
 
+/// Whether a body read failed on a timeout: ureq wraps its own `Timeout` error in an `io::Error` of
+/// kind `Other`, the operating system reports `TimedOut`.
+fn is_timeout(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::TimedOut
+        || e.get_ref()
+            .and_then(|inner| inner.downcast_ref::<ureq::Error>())
+            .is_some_and(|u| matches!(u, ureq::Error::Timeout(_)))
+}
+
+/// The HTTP client: no transparent decompression (ureq is built without its `gzip` feature, so a
+/// `.gz` served with `Content-Encoding: gzip` is stored and checksummed as the published bytes) and the
+/// given timeouts.
+fn agent(timeouts: &Timeouts) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_connect(Some(timeouts.connect))
+        .timeout_recv_response(Some(timeouts.read))
+        .timeout_per_read(Some(timeouts.read))
+        .accept_encoding("identity")
+        .build()
+        .into()
+}
+
 /// Makes sure `dir/<file_name>` exists with the published checksum, downloading it (mirrors in order)
-/// when absent or wrong. Returns its path.
+/// when absent or wrong, with the default [`Timeouts`]. Returns its path.
 pub fn fetch_resource(res: &Resource, dir: &Path, progress: Progress<'_>) -> Result<PathBuf> {
+    fetch_resource_with(res, dir, &Timeouts::default(), progress)
+}
+
+/// [`fetch_resource`] with chosen timeouts.
+pub fn fetch_resource_with(
+    res: &Resource,
+    dir: &Path,
+    timeouts: &Timeouts,
+    progress: Progress<'_>,
+) -> Result<PathBuf> {
     std::fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
     let dest = dir.join(&res.file_name);
     let want = res.checksum.expected().to_ascii_lowercase();
@@ -308,20 +378,22 @@ pub fn fetch_resource(res: &Resource, dir: &Path, progress: Progress<'_>) -> Res
         return Ok(dest);
     }
     let tmp = dir.join(format!("{}.partial", res.file_name));
+    let agent = agent(timeouts);
     let mut last = None;
     for url in &res.urls {
-        let result = download_one(url, &tmp, &res.checksum, progress).and_then(|got| {
-            if got == want {
-                Ok(())
-            } else {
-                Err(DataError::Checksum {
-                    path: tmp.clone(),
-                    algorithm: res.checksum.algorithm(),
-                    expected: want.clone(),
-                    got,
-                })
-            }
-        });
+        let result =
+            download_one(&agent, timeouts, url, &tmp, &res.checksum, progress).and_then(|got| {
+                if got == want {
+                    Ok(())
+                } else {
+                    Err(DataError::Checksum {
+                        path: tmp.clone(),
+                        algorithm: res.checksum.algorithm(),
+                        expected: want.clone(),
+                        got,
+                    })
+                }
+            });
         match result {
             Ok(()) => {
                 std::fs::rename(&tmp, &dest).map_err(|e| DataError::io(&dest, e))?;

@@ -6,7 +6,9 @@ use std::net::TcpListener;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use ect_data::fetch::{fetch_resource, file_checksum, Checksum, Resource};
+use ect_data::fetch::{
+    fetch_resource, fetch_resource_with, file_checksum, Checksum, Resource, Timeouts,
+};
 use ect_data::DataError;
 use md5::{Digest, Md5};
 
@@ -18,7 +20,18 @@ fn md5_hex(b: &[u8]) -> String {
     Md5::digest(b).iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// Serves `/good`, `/short` (announces the full length, sends half) and 404 otherwise; counts requests.
+/// The gzip file `/gz` serves (compressed `body()`).
+fn gz_body() -> Vec<u8> {
+    use std::io::Write as _;
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(&body()).unwrap();
+    enc.finish().unwrap()
+}
+
+/// Serves `/good`, `/short` (announces the full length, sends half), `/gz` (a `.gz` file labelled
+/// `Content-Encoding: gzip`, as some servers do), `/stall-head` (says nothing for 5 s), `/stall-body`
+/// (headers and 1000 bytes, then nothing for 5 s) and 404 otherwise; counts requests. Each connection
+/// gets its own thread so a stalled one does not hold up the others.
 fn server() -> (String, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -26,32 +39,47 @@ fn server() -> (String, Arc<AtomicUsize>) {
     let counter = hits.clone();
     std::thread::spawn(move || {
         for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
+            let Ok(stream) = stream else { continue };
             counter.fetch_add(1, Ordering::SeqCst);
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut request = String::new();
-            reader.read_line(&mut request).unwrap();
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap() == 0 || line == "\r\n" {
-                    break;
-                }
-            }
-            let path = request.split_whitespace().nth(1).unwrap_or("").to_string();
-            let b = body();
-            let (status, send, len) = match path.as_str() {
-                "/good" => ("200 OK", &b[..], b.len()),
-                "/short" => ("200 OK", &b[..b.len() / 2], b.len()),
-                _ => ("404 Not Found", &b[..0], 0),
-            };
-            let head =
-                format!("HTTP/1.1 {status}\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n");
-            let _ = stream.write_all(head.as_bytes());
-            let _ = stream.write_all(send);
-            let _ = stream.flush();
+            std::thread::spawn(move || answer(stream));
         }
     });
     (base, hits)
+}
+
+fn answer(mut stream: std::net::TcpStream) {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut request = String::new();
+    reader.read_line(&mut request).unwrap();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap() == 0 || line == "\r\n" {
+            break;
+        }
+    }
+    let path = request.split_whitespace().nth(1).unwrap_or("").to_string();
+    let stall = std::time::Duration::from_secs(5);
+    let b = body();
+    let gz = gz_body();
+    let (status, send, len, extra) = match path.as_str() {
+        "/good" => ("200 OK", &b[..], b.len(), ""),
+        "/short" => ("200 OK", &b[..b.len() / 2], b.len(), ""),
+        "/gz" => ("200 OK", &gz[..], gz.len(), "Content-Encoding: gzip\r\n"),
+        "/stall-head" => {
+            std::thread::sleep(stall);
+            return;
+        }
+        "/stall-body" => ("200 OK", &b[..1000], b.len(), ""),
+        _ => ("404 Not Found", &b[..0], 0, ""),
+    };
+    let head =
+        format!("HTTP/1.1 {status}\r\nContent-Length: {len}\r\n{extra}Connection: close\r\n\r\n");
+    let _ = stream.write_all(head.as_bytes());
+    let _ = stream.write_all(send);
+    let _ = stream.flush();
+    if path == "/stall-body" {
+        std::thread::sleep(stall);
+    }
 }
 
 fn resource(urls: Vec<String>, checksum: Checksum) -> Resource {
@@ -153,4 +181,46 @@ fn the_catalog_has_the_published_checksums() {
     )
     .unwrap_err();
     assert!(e.to_string().contains("imagenet"), "{e}");
+}
+
+/// A `.gz` labelled `Content-Encoding: gzip` is stored as served, not inflated on the way: the file is
+/// the published bytes and their checksum matches.
+#[test]
+fn a_gzip_content_encoding_is_not_decoded() {
+    let (base, _) = server();
+    let tmp = tempfile::tempdir().unwrap();
+    let r = resource(
+        vec![format!("{base}/gz")],
+        Checksum::Md5(md5_hex(&gz_body())),
+    );
+    let path = fetch_resource(&r, tmp.path(), &mut |_, _| {}).unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), gz_body());
+}
+
+/// A server that goes silent, before its headers or in the middle of the body, fails the download
+/// after the no-data limit (not never), with an error naming the URL, and leaves no file behind.
+#[test]
+fn a_stalled_server_times_out() {
+    let (base, _) = server();
+    let tmp = tempfile::tempdir().unwrap();
+    let timeouts = Timeouts {
+        connect: std::time::Duration::from_secs(2),
+        read: std::time::Duration::from_millis(300),
+    };
+    for (url, needle) in [
+        (format!("{base}/stall-head"), "did not answer in time"),
+        (format!("{base}/stall-body"), "stalled after 1000 bytes"),
+    ] {
+        let r = resource(vec![url.clone()], Checksum::Md5(md5_hex(&body())));
+        let start = std::time::Instant::now();
+        let err = fetch_resource_with(&r, tmp.path(), &timeouts, &mut |_, _| {}).unwrap_err();
+        let took = start.elapsed().as_secs_f64();
+        let msg = err.to_string();
+        assert!(
+            matches!(err, DataError::Download { .. }) && msg.contains(&url) && msg.contains(needle),
+            "{msg}"
+        );
+        assert!((0.25..3.0).contains(&took), "gave up after {took} s");
+        assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
+    }
 }

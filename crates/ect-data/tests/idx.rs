@@ -242,3 +242,45 @@ fn fashion_mnist_from_debian_has_the_published_statistics() {
         st.pixel_mean
     );
 }
+
+/// Debian's recompressed Fashion-MNIST passes the check on the uncompressed bytes; other files, or a
+/// missing one, fail naming the file.
+#[test]
+fn fashion_mnist_files_are_verified_by_their_uncompressed_hashes() {
+    use ect_data::fmnist::{verify, DEBIAN_DIR};
+    let debian = Path::new(DEBIAN_DIR);
+    if debian.join("train-images-idx3-ubyte.gz").exists() {
+        verify(debian).unwrap();
+    } else {
+        eprintln!("skipped the Debian half: {DEBIAN_DIR} is absent");
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    write(
+        &d.join("train-images-idx3-ubyte.gz"),
+        &gzip(&idx_bytes(&[1, 28, 28], &[0; 784])),
+    );
+    match verify(d) {
+        Err(DataError::Checksum {
+            path,
+            algorithm,
+            expected,
+            ..
+        }) => {
+            assert!(path.ends_with("train-images-idx3-ubyte.gz"));
+            assert_eq!(algorithm, "sha256 (uncompressed)");
+            assert!(expected.starts_with("c59f468a"));
+        }
+        other => panic!("{other:?}"),
+    }
+    write(
+        &d.join("train-images-idx3-ubyte"),
+        &idx_bytes(&[1, 28, 28], &[0; 784]),
+    );
+    std::fs::remove_file(d.join("train-images-idx3-ubyte.gz")).unwrap();
+    assert!(verify(d).is_err());
+    let e = verify(tmp.path().join("absent").as_path())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("absent/train-images-idx3-ubyte"), "{e}");
+}
