@@ -6,11 +6,22 @@
 //!    `pip install torch==2.11.0` on first use.
 //!
 //! `tch = 0.24.0` pairs with PyTorch 2.11.0 exactly; any other version is refused with a message saying
-//! how to fix it.
+//! how to fix it. A user's libtorch is identified by `build-version`, `version.py` or, failing both, the
+//! C++ version header (a libtorch built from source or packaged by a distribution has only the header).
+//!
+//! The decisions live in [`Bootstrap`], whose inputs (the variables, the venv folder, the `python3`
+//! command) can be replaced in tests.
+
+#[cfg(test)]
+mod tests;
+mod version;
 
 use anyhow::{bail, Context};
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+use version::read_version;
 
 /// The only PyTorch version `tch 0.24` works with.
 pub const TORCH_VERSION: &str = "2.11.0";
@@ -36,14 +47,47 @@ pub fn workspace_root() -> PathBuf {
 
 /// Finds or installs libtorch, see the module docs.
 pub fn ensure() -> anyhow::Result<Libtorch> {
-    if let Some(root) = std::env::var_os("LIBTORCH").filter(|v| !v.is_empty()) {
-        return from_user_libtorch(PathBuf::from(root));
-    }
-    let venv = workspace_root().join(".venv");
-    ensure_venv(&venv)
+    Bootstrap::from_env().ensure()
 }
 
-fn from_user_libtorch(root: PathBuf) -> anyhow::Result<Libtorch> {
+/// The inputs of the bootstrap's decisions, so that they can be tested without the real environment,
+/// network or `pip`.
+#[derive(Debug, Clone)]
+pub struct Bootstrap {
+    /// `$LIBTORCH` when set and not empty; it wins over the venv.
+    pub user_libtorch: Option<PathBuf>,
+    /// `$LIBTORCH_BYPASS_VERSION_CHECK` is set (torch-sys honours the same variable).
+    pub bypass_version_check: bool,
+    /// The project's venv (`<workspace>/.venv`).
+    pub venv: PathBuf,
+    /// The interpreter that creates the venv (`python3`, looked up on `PATH`).
+    pub python3: OsString,
+}
+
+impl Bootstrap {
+    /// The real inputs: the process environment and the workspace's `.venv`.
+    pub fn from_env() -> Self {
+        Self {
+            user_libtorch: std::env::var_os("LIBTORCH")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from),
+            bypass_version_check: std::env::var_os("LIBTORCH_BYPASS_VERSION_CHECK").is_some(),
+            venv: workspace_root().join(".venv"),
+            python3: "python3".into(),
+        }
+    }
+
+    /// Finds or installs libtorch: `$LIBTORCH` when given (never falling back to the venv, so a user's
+    /// choice is not silently replaced), otherwise the venv, created and filled on first use.
+    pub fn ensure(&self) -> anyhow::Result<Libtorch> {
+        match &self.user_libtorch {
+            Some(root) => from_user_libtorch(root.clone(), self.bypass_version_check),
+            None => ensure_venv(&self.venv, &self.python3),
+        }
+    }
+}
+
+fn from_user_libtorch(root: PathBuf, bypass_version_check: bool) -> anyhow::Result<Libtorch> {
     if !root.join("lib").is_dir() || !root.join("include").is_dir() {
         bail!(
             "LIBTORCH={} has no lib/ and include/ folders: point it at a libtorch folder (or a PyTorch \
@@ -52,8 +96,18 @@ fn from_user_libtorch(root: PathBuf) -> anyhow::Result<Libtorch> {
             root.display()
         );
     }
-    let version = read_version(&root).unwrap_or_else(|| "unknown".to_owned());
-    if version != TORCH_VERSION && std::env::var_os("LIBTORCH_BYPASS_VERSION_CHECK").is_none() {
+    let version = match read_version(&root) {
+        Some(version) => version,
+        None if bypass_version_check => "unknown".to_owned(),
+        None => bail!(
+            "LIBTORCH={} names no version (none of build-version, version.py, {}): point LIBTORCH at a \
+             libtorch {TORCH_VERSION} folder, or set LIBTORCH_BYPASS_VERSION_CHECK=1 if you know it is \
+             {TORCH_VERSION}",
+            root.display(),
+            version::VERSION_HEADERS.join(", ")
+        ),
+    };
+    if version != TORCH_VERSION && !bypass_version_check {
         bail!(
             "LIBTORCH={} is libtorch {version}, but this project's tch 0.24 needs exactly {TORCH_VERSION}: \
              install that version (pip install torch=={TORCH_VERSION}) and point LIBTORCH at it, or unset \
@@ -68,26 +122,10 @@ fn from_user_libtorch(root: PathBuf) -> anyhow::Result<Libtorch> {
     })
 }
 
-/// Reads `build-version` (standalone libtorch) or `version.py` (PyTorch install).
-fn read_version(root: &Path) -> Option<String> {
-    let strip = |v: &str| v.trim().split('+').next().unwrap_or_default().to_owned();
-    if let Ok(text) = std::fs::read_to_string(root.join("build-version")) {
-        return Some(strip(&text));
-    }
-    let text = std::fs::read_to_string(root.join("version.py")).ok()?;
-    text.lines().find_map(|line| {
-        let value = line
-            .strip_prefix("__version__")?
-            .trim_start()
-            .strip_prefix('=')?;
-        Some(strip(value.trim().trim_matches(|c| c == '\'' || c == '"')))
-    })
-}
-
-fn ensure_venv(venv: &Path) -> anyhow::Result<Libtorch> {
+fn ensure_venv(venv: &Path, python3: &OsString) -> anyhow::Result<Libtorch> {
     let python = venv.join("bin/python");
     if !python.exists() {
-        let found = Command::new("python3").arg("--version").output();
+        let found = Command::new(python3).arg("--version").output();
         if !found.map(|o| o.status.success()).unwrap_or(false) {
             bail!(
                 "python3 was not found: install Python 3.10 or newer (Debian: apt-get install python3 \
@@ -95,12 +133,13 @@ fn ensure_venv(venv: &Path) -> anyhow::Result<Libtorch> {
             );
         }
         eprintln!("xtask: creating {} (python3 -m venv)", venv.display());
-        let status = Command::new("python3")
+        let status = Command::new(python3)
             .args(["-m", "venv"])
             .arg(venv)
             .status()
             .context("running python3 -m venv")?;
-        if !status.success() {
+        if !status.success() || !python.exists() {
+            // A half-made venv would skip this branch next time and fail later with a worse message.
             let _ = std::fs::remove_dir_all(venv);
             bail!(
                 "python3 -m venv {} failed: install the venv module (Debian: apt-get install python3-venv) \
@@ -127,7 +166,7 @@ fn ensure_venv(venv: &Path) -> anyhow::Result<Libtorch> {
             &format!("torch=={TORCH_VERSION}"),
         ])
         .status()
-        .context("running pip")?;
+        .with_context(|| format!("running {} -m pip", python.display()))?;
     if !status.success() {
         bail!(
             "pip install torch=={TORCH_VERSION} into {} failed (see pip's output above): check the network \
@@ -138,7 +177,8 @@ fn ensure_venv(venv: &Path) -> anyhow::Result<Libtorch> {
     }
     probe_torch(&python)?.with_context(|| {
         format!(
-            "torch was installed into {} but cannot be imported",
+            "torch was installed into {} but cannot be imported: delete {} and run the command again",
+            venv.display(),
             venv.display()
         )
     })
@@ -161,11 +201,12 @@ fn probe_torch(python: &Path) -> anyhow::Result<Option<Libtorch>> {
     let version = lines
         .next()
         .unwrap_or_default()
+        .trim()
         .split('+')
         .next()
         .unwrap_or_default()
         .to_owned();
-    let root = PathBuf::from(lines.next().unwrap_or_default());
+    let root = PathBuf::from(lines.next().unwrap_or_default().trim());
     if version != TORCH_VERSION {
         bail!(
             "{} has torch {version}, but this project needs exactly {TORCH_VERSION}: run `{} -m pip install \
@@ -202,34 +243,4 @@ pub fn run_cargo(torch: &Libtorch, args: &[String]) -> anyhow::Result<()> {
         bail!("cargo {} failed ({status})", args.join(" "));
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn version_from_version_py_drops_local_suffix() {
-        let dir = std::env::temp_dir().join(format!("xtask-ver-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(
-            dir.join("version.py"),
-            "__version__ = '2.11.0+cu130'\ndebug = False\n",
-        )
-        .unwrap();
-        assert_eq!(read_version(&dir).as_deref(), Some("2.11.0"));
-        std::fs::write(dir.join("build-version"), "2.10.1+cpu\n").unwrap();
-        assert_eq!(read_version(&dir).as_deref(), Some("2.10.1"));
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn user_libtorch_without_lib_folder_is_refused_with_a_hint() {
-        let err = from_user_libtorch(PathBuf::from("/nonexistent/libtorch")).unwrap_err();
-        let msg = err.to_string();
-        assert!(
-            msg.contains("/nonexistent/libtorch") && msg.contains("lib/"),
-            "{msg}"
-        );
-    }
 }
