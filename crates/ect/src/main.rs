@@ -5,6 +5,7 @@
 mod cuda_driver;
 mod data_cmd;
 mod flops_cmd;
+mod host_allocator;
 mod info;
 mod metrics_cmd;
 mod parity_cmd;
@@ -45,6 +46,7 @@ enum Command {
 
 /// Prints the error chain on one line per cause, without a backtrace (users' errors are not bugs).
 fn main() -> std::process::ExitCode {
+    host_allocator::keep_freed_memory();
     match run(Cli::parse()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
