@@ -22,10 +22,13 @@ pub enum DataCommand {
     },
     /// Download a dataset with public URLs (cifar10, cifar10-binary, cifar100, cifar100-binary, mnist,
     /// fashion-mnist) into the cache, verifying the published checksums; prints the path to use.
+    /// Fashion-MNIST comes from Debian's /usr/share/datasets/fashion-mnist instead when that copy is
+    /// present and verified.
     Fetch {
         /// Dataset name.
         name: String,
-        /// Cache folder (default: $ECT_DATA_CACHE, else ~/.cache/ect/datasets).
+        /// Cache folder (default: $ECT_DATA_CACHE, else $XDG_CACHE_HOME/ect/datasets, else
+        /// ~/.cache/ect/datasets).
         #[arg(long)]
         cache: Option<PathBuf>,
     },
@@ -102,6 +105,28 @@ pub fn run(cmd: &DataCommand) -> anyhow::Result<()> {
             Ok(())
         }
         DataCommand::Fetch { name, cache } => {
+            if name == "fashion-mnist" {
+                // Debian's `dataset-fashion-mnist` package holds the same data (recompressed), so
+                // a verified copy there makes the download unnecessary.
+                let debian = Path::new(ect_data::fmnist::DEBIAN_DIR);
+                if ect_data::fmnist::is_fashion_mnist_dir(debian) {
+                    match ect_data::fmnist::verify(debian) {
+                        Ok(()) => {
+                            eprintln!(
+                                "{name}: using the Debian package's copy in {} (contents verified \
+                                 against the published SHA-256s); nothing downloaded",
+                                debian.display()
+                            );
+                            println!("{}", debian.display());
+                            return Ok(());
+                        }
+                        Err(e) => eprintln!(
+                            "{name}: not using the copy in {} ({e}); downloading instead",
+                            debian.display()
+                        ),
+                    }
+                }
+            }
             let cache = cache
                 .clone()
                 .unwrap_or_else(ect_data::fetch::default_cache_dir);
@@ -117,6 +142,10 @@ pub fn run(cmd: &DataCommand) -> anyhow::Result<()> {
             };
             let path = ect_data::fetch::fetch(name, &cache, &mut progress)
                 .with_context(|| format!("fetching {name}"))?;
+            eprintln!(
+                "{name}: using the checksum-verified files in {}",
+                cache.display()
+            );
             println!("{}", path.display());
             Ok(())
         }

@@ -121,3 +121,86 @@ fn convert_to_edm_zip_preserves_pixels_and_labels() {
     assert_eq!(a["label_counts"], serde_json::Value::from(vec![4, 4, 4]));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `ect data fetch fashion-mnist` takes Debian's verified copy instead of downloading (this machine has
+/// no internet, so a download attempt would fail) and leaves the cache untouched.
+#[test]
+fn fetch_fashion_mnist_uses_the_debian_copy() {
+    if !std::path::Path::new(FMNIST)
+        .join("t10k-images-idx3-ubyte.gz")
+        .exists()
+    {
+        eprintln!("skipped: {FMNIST} is absent (apt-get install dataset-fashion-mnist)");
+        return;
+    }
+    let cache = tmp("fetch-cache");
+    let out = ect()
+        .args(["data", "fetch", "fashion-mnist", "--cache"])
+        .arg(&cache)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), FMNIST);
+    assert!(
+        stderr.contains("Debian package's copy") && stderr.contains("nothing downloaded"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&cache).unwrap().count(),
+        0,
+        "nothing cached"
+    );
+    std::fs::remove_dir_all(&cache).unwrap();
+}
+
+/// An EDM archive has no splits: asking for the test split is an error naming the archive, the
+/// default train split reads it.
+#[test]
+fn test_split_of_an_edm_archive_is_an_error() {
+    let dir = tmp("edm-split");
+    write_idx(
+        &dir,
+        "train",
+        (2, 4, 4),
+        |i, p| (i * 16 + p) as u8,
+        |i| i as u8,
+    );
+    let zip = dir.join("d.zip");
+    let out = ect()
+        .args(["data", "convert", "--dataset"])
+        .arg(&dir)
+        .arg("--dest")
+        .arg(&zip)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = ect()
+        .args(["data", "stats", "--split", "test", "--dataset"])
+        .arg(&zip)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("d.zip") && stderr.contains("no train/test splits"),
+        "{stderr}"
+    );
+    let out = ect()
+        .args(["data", "stats", "--dataset"])
+        .arg(&zip)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["count"], 2);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
