@@ -4,6 +4,8 @@
 //! - `metrics fd A.npz B.npz` -> [`fd_of_files`];
 //! - `metrics stats` -> [`open_extractor`] then [`stats_of_dataset`] (any dataset `ect-data` opens) or
 //!   [`crate::samples::load_samples_npy`] + [`stats_of_images`], then [`crate::save_stats_npz`];
+//! - `metrics compare` -> [`compare_images`] (FD, KID, precision/recall and, with logits, IS of samples
+//!   against reference images, from one extraction pass over each);
 //! - `metrics train-feature-net` -> [`crate::extract::featnet::train_feature_net_on_fashion_mnist`].
 
 use std::path::{Path, PathBuf};
@@ -16,7 +18,10 @@ use crate::extract::featnet::FeatureNet;
 use crate::extract::torchscript::TorchScriptExtractor;
 use crate::extract::{FeatureExtractor, Features, ImageBatch};
 use crate::frechet::frechet_distance;
+use crate::inception_score::{inception_score, InceptionScore};
+use crate::kid::{kernel_inception_distance, Kid, KidConfig};
 use crate::npz::load_stats_npz;
+use crate::precision_recall::{precision_recall, PrecisionRecall};
 use crate::samples::Images;
 use crate::stats::{FeatureStats, StatsAccumulator};
 
@@ -192,4 +197,96 @@ fn check_batch_size(batch_size: usize) -> Result<()> {
         return Err(MetricsError::arg("batch_size", 0, "must be positive"));
     }
     Ok(())
+}
+
+/// The first `max_images` (all when `None`) images of a dataset, in memory (for metrics that need every
+/// feature vector, unlike the streamed statistics of [`stats_of_dataset`]).
+pub fn images_of_dataset(
+    dataset: &dyn ect_data::Dataset,
+    max_images: Option<usize>,
+) -> Result<Images> {
+    let n = max_images.map_or(dataset.len(), |m| m.min(dataset.len()));
+    let size = dataset.image_size();
+    let mut pixels = vec![0u8; n * size];
+    for (i, chunk) in pixels.chunks_exact_mut(size.max(1)).enumerate().take(n) {
+        dataset
+            .image_into(i, chunk)
+            .map_err(|e| MetricsError::Data(format!("{}: {e}", dataset.source().display())))?;
+    }
+    Ok(Images {
+        pixels,
+        n,
+        c: dataset.channels(),
+        h: dataset.height(),
+        w: dataset.width(),
+    })
+}
+
+/// Sample-quality metrics of generated images against reference images in one extractor's feature space.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Comparison {
+    /// Fréchet distance of the two feature distributions.
+    pub fd: f64,
+    /// Kernel distance (unbiased polynomial-kernel MMD^2 over subsets).
+    pub kid: Kid,
+    /// k-NN manifold precision and recall.
+    pub precision_recall: PrecisionRecall,
+    /// Neighbourhood size of precision/recall.
+    pub k: usize,
+    /// Inception Score of the samples, when the extractor has logits (10 splits, as StyleGAN2-ADA).
+    pub inception_score: Option<InceptionScore>,
+    /// Number of generated samples.
+    pub num_samples: u64,
+    /// Number of reference images.
+    pub num_reference: u64,
+}
+
+/// All features (and logits, when the extractor has them) of `images`, with their statistics.
+fn features_of_images(
+    images: &Images,
+    extractor: &dyn FeatureExtractor,
+    batch_size: usize,
+) -> Result<(FeatureStats, Vec<f32>, Option<Vec<f32>>)> {
+    let mut features = Vec::with_capacity(images.n * extractor.feature_dim());
+    let mut logits: Option<Vec<f32>> = (extractor.num_classes() > 0).then(Vec::new);
+    let stats = stats_of_images_with(images, extractor, batch_size, &mut |f| {
+        features.extend_from_slice(&f.features);
+        match (&mut logits, &f.logits) {
+            (Some(all), Some(l)) => all.extend_from_slice(l),
+            _ => logits = None,
+        }
+        Ok(())
+    })?;
+    Ok((stats, features, logits))
+}
+
+/// FD, KID, precision/recall (neighbourhood `k`) and, with a classifier extractor, the Inception Score of
+/// `samples` against `reference`; each image set goes through the extractor once.
+///
+/// # Shapes
+/// `samples` and `reference` are `u8` N,C,H,W images the extractor accepts (the two may differ in N).
+pub fn compare_images(
+    samples: &Images,
+    reference: &Images,
+    extractor: &dyn FeatureExtractor,
+    batch_size: usize,
+    kid: &KidConfig,
+    k: usize,
+) -> Result<Comparison> {
+    let (fake_stats, fake, logits) = features_of_images(samples, extractor, batch_size)?;
+    let (real_stats, real, _) = features_of_images(reference, extractor, batch_size)?;
+    let d = extractor.feature_dim();
+    let inception_score = match logits {
+        Some(l) if samples.n >= 10 => Some(inception_score(&l, extractor.num_classes(), 10)?),
+        _ => None,
+    };
+    Ok(Comparison {
+        fd: frechet_distance(&fake_stats, &real_stats)?,
+        kid: kernel_inception_distance(&real, &fake, d, kid)?,
+        precision_recall: precision_recall(&real, &fake, d, k)?,
+        k,
+        inception_score,
+        num_samples: samples.n as u64,
+        num_reference: reference.n as u64,
+    })
 }

@@ -5,7 +5,8 @@ use anyhow::{bail, Context};
 use clap::Subcommand;
 use ect_metrics::samples::load_samples_npy;
 use ect_metrics::score::{
-    open_extractor, stats_of_dataset, stats_of_images, stats_of_images_with, ExtractorChoice,
+    compare_images, images_of_dataset, open_extractor, stats_of_dataset, stats_of_images,
+    stats_of_images_with, ExtractorChoice,
 };
 use ect_metrics::{FeatureExtractor, FeatureStats};
 use serde_json::json;
@@ -48,6 +49,39 @@ pub enum MetricsCommand {
         /// Split of a reference dataset.
         #[arg(long, default_value = "test")]
         split: String,
+    },
+    /// Compare samples with reference images in one extractor's feature space: FD, KID, precision and
+    /// recall (and the Inception Score with a classifier extractor). Prints one JSON object.
+    Compare {
+        /// Samples `.npy` (u8, or float in [-1, 1]; NCHW or NHWC).
+        #[arg(long)]
+        samples: PathBuf,
+        /// Layout of the samples arrays (both `.npy` files): auto, nchw or nhwc.
+        #[arg(long, default_value = "auto")]
+        layout: String,
+        #[command(flatten)]
+        extractor: ExtractorArgs,
+        /// The reference images: a samples `.npy` or a dataset (any format `ect data` reads).
+        #[arg(long)]
+        reference: PathBuf,
+        /// Split of a reference dataset.
+        #[arg(long, default_value = "test")]
+        split: String,
+        /// At most this many images of a reference dataset (all are held in memory).
+        #[arg(long)]
+        max_images: Option<usize>,
+        /// KID subsets.
+        #[arg(long, default_value_t = 100)]
+        kid_subsets: usize,
+        /// Largest KID subset (capped at the smaller set's size).
+        #[arg(long, default_value_t = 1000)]
+        kid_subset_size: usize,
+        /// Seed of the KID subsets.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Neighbourhood size of precision/recall.
+        #[arg(long, default_value_t = 3)]
+        k: usize,
     },
     /// Train the built-in feature network on Fashion-MNIST and report its test accuracy.
     TrainFeatureNet {
@@ -266,6 +300,65 @@ pub fn run(cmd: &MetricsCommand) -> anyhow::Result<()> {
                     "extractor": score.extractor,
                     "reference": score.reference,
                     "samples": samples,
+                })
+            );
+        }
+        MetricsCommand::Compare {
+            samples,
+            layout,
+            extractor,
+            reference,
+            split,
+            max_images,
+            kid_subsets,
+            kid_subset_size,
+            seed,
+            k,
+        } => {
+            let choice = extractor.choice()?;
+            let ex = open_extractor(&choice, device())?;
+            let layout = layout.parse()?;
+            let images = load_samples_npy(samples, layout)?;
+            let is_npy = reference
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("npy"));
+            let reference_images = if is_npy {
+                load_samples_npy(reference, layout)?
+            } else {
+                let ds = crate::data_cmd::open_dataset(reference, "auto", split)?;
+                images_of_dataset(ds.as_ref(), *max_images)?
+            };
+            let kid = ect_metrics::KidConfig {
+                num_subsets: *kid_subsets,
+                max_subset_size: *kid_subset_size,
+                seed: *seed,
+            };
+            let c = compare_images(
+                &images,
+                &reference_images,
+                ex.as_ref(),
+                extractor.batch,
+                &kid,
+                *k,
+            )?;
+            println!(
+                "{}",
+                json!({
+                    "metric": choice.fd_metric(),
+                    "fd": c.fd,
+                    "kid": c.kid.mean,
+                    "kid_std": c.kid.std,
+                    "kid_subset_size": c.kid.subset_size,
+                    "precision": c.precision_recall.precision,
+                    "recall": c.precision_recall.recall,
+                    "k": c.k,
+                    "inception_score": c.inception_score.map(|s| s.mean),
+                    "inception_score_std": c.inception_score.map(|s| s.std),
+                    "n": c.num_samples,
+                    "n_reference": c.num_reference,
+                    "extractor": ex.name(),
+                    "samples": samples,
+                    "reference": reference,
                 })
             );
         }

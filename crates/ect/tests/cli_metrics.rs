@@ -257,3 +257,109 @@ fn train_feature_net_on_a_tiny_idx_set() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("nowhere"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn compare_prints_fd_kid_precision_recall_and_is_equal_to_the_library() {
+    let dir = tmp("compare");
+    let pixels = write_idx_test_split(&dir);
+    tch::manual_seed(3);
+    let net_path = dir.join("featnet.safetensors");
+    FeatureNet::new(tch::Device::Cpu).save(&net_path).unwrap();
+    let net = FeatureNet::load(&net_path, tch::Device::Cpu).unwrap();
+    // Samples: the first 30 test images, brightened, as NCHW u8.
+    let samples_px: Vec<u8> = pixels[..30 * 784]
+        .iter()
+        .map(|&p| p.saturating_add(40))
+        .collect();
+    let samples = dir.join("samples.npy");
+    NpyArray::new(vec![30, 1, 28, 28], NpyData::U8(samples_px.clone()))
+        .unwrap()
+        .save(&samples)
+        .unwrap();
+    let compare = |samples: &Path, reference: &Path| {
+        let mut cmd = ect();
+        cmd.args(["metrics", "compare", "--samples"])
+            .arg(samples)
+            .arg("--reference")
+            .arg(reference)
+            .arg("--feature-net")
+            .arg(&net_path)
+            .args([
+                "--kid-subsets",
+                "10",
+                "--kid-subset-size",
+                "20",
+                "--seed",
+                "3",
+            ]);
+        last_json_line(&cmd.output().unwrap())
+    };
+    let got = compare(&samples, &dir);
+    assert_eq!(got["n"], 30);
+    assert_eq!(got["n_reference"], 40);
+    assert_eq!(got["k"], 3);
+    assert_eq!(got["kid_subset_size"], 20);
+
+    // The same metrics from features computed here (one batch each, as the CLI's default batch of 250).
+    let features = |px: &[u8], n: usize| {
+        net.extract(&ImageBatch::new(px, n, 1, 28, 28).unwrap())
+            .unwrap()
+    };
+    let (fake, real) = (features(&samples_px, 30), features(&pixels, 40));
+    let d = fake.dim;
+    let fd = ect_metrics::frechet_distance(
+        &FeatureStats::from_features(&fake.features, d).unwrap(),
+        &FeatureStats::from_features(&real.features, d).unwrap(),
+    )
+    .unwrap();
+    let cfg = ect_metrics::KidConfig {
+        num_subsets: 10,
+        max_subset_size: 20,
+        seed: 3,
+    };
+    let kid =
+        ect_metrics::kernel_inception_distance(&real.features, &fake.features, d, &cfg).unwrap();
+    let pr = ect_metrics::precision_recall(&real.features, &fake.features, d, 3).unwrap();
+    let is = ect_metrics::inception_score(fake.logits.as_ref().unwrap(), fake.classes, 10).unwrap();
+    let close = |key: &str, want: f64| {
+        let v = got[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{key} in {got}"));
+        assert!(
+            (v - want).abs() <= 1e-9 * want.abs().max(1e-3),
+            "{key}: {v} vs {want}"
+        );
+    };
+    close("fd", fd);
+    close("kid", kid.mean);
+    close("kid_std", kid.std);
+    close("precision", pr.precision);
+    close("recall", pr.recall);
+    close("inception_score", is.mean);
+    close("inception_score_std", is.std);
+    assert!(fd > 1e-3, "brightened samples are at a distance: {got}");
+
+    // Samples against themselves (the reference as a samples .npy): FD 0, precision and recall 1.
+    let same = dir.join("same.npy");
+    NpyArray::new(vec![40, 28, 28], NpyData::U8(pixels))
+        .unwrap()
+        .save(&same)
+        .unwrap();
+    let self_cmp = compare(&same, &dir);
+    assert!(self_cmp["fd"].as_f64().unwrap().abs() < 1e-6, "{self_cmp}");
+    assert_eq!(self_cmp["precision"], 1.0);
+    assert_eq!(self_cmp["recall"], 1.0);
+
+    let out = ect()
+        .args(["metrics", "compare", "--samples"])
+        .arg(&samples)
+        .arg("--reference")
+        .arg(dir.join("absent.npy"))
+        .arg("--feature-net")
+        .arg(&net_path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("absent.npy"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
