@@ -12,6 +12,12 @@ returns the CLS features [N, 1024] (the hub model's output: its head is the iden
 (`TorchScriptExtractor::dinov2`) does the resize (bicubic, antialiased: EDM2's default `torch` mode) and the
 normalization itself, so only the network is exported. It is traced at 224x224, the only size it is fed.
 `--check` compares the export with the original on random inputs.
+
+`--random-weights` (needs timm) exports timm's `vit_large_patch14_dinov2` at 224x224 with random weights: the
+same ViT-L/14 layout (24 blocks, width 1024, 16 heads, LayerScale, CLS output after the final norm) but its
+position embedding is built for 224 directly, where the hub model interpolates its 518-pixel one on each
+call. Its outputs are meaningless; it exists to measure feature-extraction throughput where the real weights
+cannot be downloaded (throughput does not depend on the weight values).
 """
 import argparse
 
@@ -24,9 +30,16 @@ def main() -> None:
     parser.add_argument("--repo", default=None, help="local clone of facebookresearch/dinov2 (offline use)")
     parser.add_argument("--weights", default=None, help="dinov2_vitl14_pretrain.pth (with --repo)")
     parser.add_argument("--check", action="store_true", help="compare with the original on random inputs")
+    parser.add_argument("--random-weights", action="store_true",
+                        help="export a random-weight ViT-L/14 of the DINOv2 layout (throughput measurements)")
     args = parser.parse_args()
 
-    if args.repo is None:
+    if args.random_weights:
+        import timm  # only needed for this stand-in
+
+        torch.manual_seed(0)
+        model = timm.create_model("vit_large_patch14_dinov2", pretrained=False, img_size=224, num_classes=0)
+    elif args.repo is None:
         model = torch.hub.load("facebookresearch/dinov2:main", "dinov2_vitl14", trust_repo=True)
     else:
         model = torch.hub.load(args.repo, "dinov2_vitl14", source="local", pretrained=args.weights is None)

@@ -1,5 +1,8 @@
 //! Benchmarks: Fréchet distance of two 2048-d statistics (Inception's size; must stay under 3 s on 2
-//! cores) and feature-extraction throughput of the built-in feature net on CPU.
+//! cores), both full rank (statistics of 4096 samples: the Cholesky path) and rank deficient (1024
+//! samples, as when scoring fewer samples than feature dimensions: the eigendecomposition path), and
+//! feature-extraction throughput of the built-in feature net on CPU (`examples/extract_throughput.rs` times
+//! the TorchScript extractors, which are too slow on CPU for criterion's ten samples).
 //!
 //! `cargo bench -p ect-metrics --profile dev` reuses the test build (dependencies at opt-level 3).
 //! The Inception and DINOv2 extractors need exported weights, which cannot be bundled; set
@@ -46,6 +49,16 @@ fn bench_fd(c: &mut Criterion) {
         .sample_size(10)
         .measurement_time(Duration::from_secs(20));
     group.bench_function("fd_2048", |bench| {
+        bench.iter(|| frechet_distance(black_box(&a), black_box(&b)).expect("fd"))
+    });
+    // 1024 samples of 2048-d features: rank at most 1023, so S1 has no Cholesky factor.
+    let (a, b) = (random_stats(2048, 1024, 3), random_stats(2048, 1024, 4));
+    let s1 = faer::Mat::<f64>::from_fn(2048, 2048, |i, j| a.sigma()[i * 2048 + j]);
+    assert!(
+        s1.cholesky(faer::Side::Lower).is_err(),
+        "the rank-deficient case must take the eigendecomposition path"
+    );
+    group.bench_function("fd_2048_rank_deficient", |bench| {
         bench.iter(|| frechet_distance(black_box(&a), black_box(&b)).expect("fd"))
     });
     group.finish();
