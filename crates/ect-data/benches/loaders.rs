@@ -1,5 +1,6 @@
-//! Throughput of the readers and the loader (images/s): CIFAR binary, an EDM zip of 32x32 PNGs,
-//! ImageNet-size JPEG decode + center crop to 64x64, and the prefetching loader feeding a consumer.
+//! Throughput of the readers and the loader (images/s): CIFAR binary (extracted and `.tar.gz`), an EDM
+//! zip of 32x32 PNGs (1 and 2 threads), ImageNet-size JPEG decode + center crop to 64x64 (1 and 2
+//! threads), and the prefetching loader (2 threads) feeding a consumer.
 //! Run: `cargo bench -p ect-data --bench loaders`.
 // criterion_group! generates an undocumented function.
 #![allow(missing_docs)]
@@ -67,7 +68,37 @@ fn cifar_binary(c: &mut Criterion) {
             }
         })
     });
+    // The archive as downloaded: inflating the `.tar.gz` (one stream, so one thread) dominates.
+    let tgz_dir = tempfile::tempdir().unwrap();
+    let tgz = tgz_dir.path().join("cifar-10-binary.tar.gz");
+    {
+        let enc = flate2::write::GzEncoder::new(
+            std::fs::File::create(&tgz).unwrap(),
+            flate2::Compression::default(),
+        );
+        let mut t = tar::Builder::new(enc);
+        t.append_dir_all("cifar-10-batches-bin", &dir).unwrap();
+        t.into_inner().unwrap().finish().unwrap();
+    }
+    g.bench_function("open_tar_gz_and_read_10k", |b| {
+        b.iter(|| {
+            let ds = open_binary(&tgz, Split::Test).unwrap();
+            let mut buf = vec![0u8; 3072];
+            for i in 0..ds.len() {
+                ds.image_into(i, &mut buf).unwrap();
+                black_box(&buf);
+            }
+        })
+    });
     g.finish();
+}
+
+/// A rayon pool of `n` threads, so the figures say how many cores they used.
+fn pool(n: usize) -> rayon::ThreadPool {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build()
+        .unwrap()
 }
 
 fn edm_zip(c: &mut Criterion) {
@@ -97,12 +128,15 @@ fn edm_zip(c: &mut Criterion) {
             }
         })
     });
-    g.bench_function("decode_all_rayon", |b| {
+    let two = pool(2);
+    g.bench_function("decode_all_2_threads", |b| {
         let mut buf = vec![0u8; 3072 * ds.len()];
         b.iter(|| {
-            buf.par_chunks_mut(3072)
-                .enumerate()
-                .for_each(|(i, out)| ds.image_into(i, out).unwrap())
+            two.install(|| {
+                buf.par_chunks_mut(3072)
+                    .enumerate()
+                    .for_each(|(i, out)| ds.image_into(i, out).unwrap())
+            })
         })
     });
     g.finish();
@@ -152,13 +186,18 @@ fn edm_zip(c: &mut Criterion) {
 
 fn imagenet_jpeg(c: &mut Criterion) {
     let (w, h) = (500u32, 375u32);
-    let img = image::RgbImage::from_raw(w, h, photo(w as usize, h as usize, 7)).unwrap();
-    let mut jpg = Vec::new();
-    img.write_to(
-        &mut std::io::Cursor::new(&mut jpg),
-        image::ImageFormat::Jpeg,
-    )
-    .unwrap();
+    let jpeg = |seed: u64| {
+        let img = image::RgbImage::from_raw(w, h, photo(w as usize, h as usize, seed)).unwrap();
+        let mut jpg = Vec::new();
+        img.write_to(
+            &mut std::io::Cursor::new(&mut jpg),
+            image::ImageFormat::Jpeg,
+        )
+        .unwrap();
+        jpg
+    };
+    let jpg = jpeg(7);
+    let batch: Vec<Vec<u8>> = (0..64).map(jpeg).collect();
     let mut g = c.benchmark_group("imagenet_jpeg_500x375");
     g.throughput(Throughput::Elements(1))
         .sample_size(20)
@@ -169,6 +208,24 @@ fn imagenet_jpeg(c: &mut Criterion) {
     });
     g.bench_function("decode_only_1_thread", |b| {
         b.iter(|| black_box(image::load_from_memory(&jpg).unwrap()))
+    });
+    g.finish();
+    let mut g = c.benchmark_group("imagenet_jpeg_500x375_x64");
+    g.throughput(Throughput::Elements(batch.len() as u64))
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(4));
+    let two = pool(2);
+    g.bench_function("decode_center_crop_64_2_threads", |b| {
+        let mut out = vec![0u8; 3 * 64 * 64 * batch.len()];
+        b.iter(|| {
+            two.install(|| {
+                out.par_chunks_mut(3 * 64 * 64)
+                    .zip(batch.par_iter())
+                    .for_each(|(o, jpg)| {
+                        load_center_cropped(jpg, Path::new("x.JPEG"), 64, o).unwrap()
+                    })
+            })
+        })
     });
     g.finish();
 }

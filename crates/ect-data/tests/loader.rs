@@ -165,3 +165,83 @@ fn bad_configs_are_errors() {
     let err = Loader::new(empty, cfg(1)).err().unwrap();
     assert!(err.to_string().contains("empty.bin"), "{err}");
 }
+
+/// Counts the images decoded, so a test can see how far the producer runs ahead of the consumer.
+struct Counting {
+    inner: Arc<dyn Dataset>,
+    decoded: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Dataset for Counting {
+    fn len(&self) -> usize {
+        self.inner.len()
+    }
+    fn channels(&self) -> usize {
+        self.inner.channels()
+    }
+    fn height(&self) -> usize {
+        self.inner.height()
+    }
+    fn width(&self) -> usize {
+        self.inner.width()
+    }
+    fn label_dim(&self) -> usize {
+        self.inner.label_dim()
+    }
+    fn source(&self) -> &std::path::Path {
+        self.inner.source()
+    }
+    fn image_into(&self, index: usize, out: &mut [u8]) -> ect_data::Result<()> {
+        self.decoded
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.image_into(index, out)
+    }
+    fn label(&self, index: usize) -> Option<u32> {
+        self.inner.label(index)
+    }
+}
+
+/// Memory stays bounded: with a consumer that does not keep up, the producer decodes exactly
+/// `prefetch` queued batches plus the one waiting to be queued, and one more per batch taken, so at
+/// most `prefetch + 2` batches exist at once (queued, waiting, held by the consumer).
+#[test]
+fn the_producer_stops_prefetch_plus_one_batches_ahead() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::{Duration, Instant};
+    let decoded = Arc::new(AtomicUsize::new(0));
+    let ds: Arc<dyn Dataset> = Arc::new(Counting {
+        inner: dataset(),
+        decoded: decoded.clone(),
+    });
+    let (batch, prefetch) = (8usize, 3usize);
+    let mut loader = Loader::new(
+        ds,
+        LoaderConfig {
+            batch_size: batch,
+            prefetch,
+            threads: 2,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    // Waits until the count stops moving, then checks where it stopped.
+    let settled = |want: usize| {
+        let start = Instant::now();
+        while decoded.load(Ordering::SeqCst) < want && start.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        decoded.load(Ordering::SeqCst)
+    };
+    assert_eq!(settled((prefetch + 1) * batch), (prefetch + 1) * batch);
+    for taken in 1..=5 {
+        let b = loader.next_batch().unwrap();
+        assert_eq!(b.n, batch);
+        let ahead = settled((prefetch + 1 + taken) * batch) - taken * batch;
+        assert_eq!(
+            ahead,
+            (prefetch + 1) * batch,
+            "images decoded but not yet taken after {taken} batches"
+        );
+    }
+}
