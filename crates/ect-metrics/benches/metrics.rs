@@ -1,6 +1,7 @@
 //! Benchmarks: Fréchet distance of two 2048-d statistics (Inception's size; must stay under 3 s on 2
-//! cores), both full rank (statistics of 4096 samples: the Cholesky path) and rank deficient (1024
-//! samples, as when scoring fewer samples than feature dimensions: the eigendecomposition path), and
+//! cores): full rank (statistics of 4096 samples: the Cholesky path), 1024 samples against a full-rank
+//! reference (Cholesky of the reference), and both rank deficient (1024 samples each: the
+//! eigendecomposition path); and
 //! feature-extraction throughput of the built-in feature net on CPU (`examples/extract_throughput.rs` times
 //! the TorchScript extractors, which are too slow on CPU for criterion's ten samples).
 //!
@@ -51,8 +52,13 @@ fn bench_fd(c: &mut Criterion) {
     group.bench_function("fd_2048", |bench| {
         bench.iter(|| frechet_distance(black_box(&a), black_box(&b)).expect("fd"))
     });
-    // 1024 samples of 2048-d features: rank at most 1023, so S1 has no Cholesky factor.
-    let (a, b) = (random_stats(2048, 1024, 3), random_stats(2048, 1024, 4));
+    // 1024 samples against a full-rank reference: S1 has no Cholesky factor, S2 has (the roles swap).
+    let (a, b) = (random_stats(2048, 1024, 3), b);
+    group.bench_function("fd_2048_samples_rank_deficient", |bench| {
+        bench.iter(|| frechet_distance(black_box(&a), black_box(&b)).expect("fd"))
+    });
+    // Both from 1024 samples of 2048-d features: rank at most 1023, so neither has a Cholesky factor.
+    let b = random_stats(2048, 1024, 4);
     let s1 = faer::Mat::<f64>::from_fn(2048, 2048, |i, j| a.sigma()[i * 2048 + j]);
     assert!(
         s1.cholesky(faer::Side::Lower).is_err(),

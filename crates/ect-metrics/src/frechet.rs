@@ -6,7 +6,8 @@
 //! `tr(sqrt(S1 S2)) = sum_i sqrt(eig_i(sqrt(S1) S2 sqrt(S1)))`, with eigenvalues clipped at 0: the
 //! eigendecompositions are of symmetric positive semi-definite matrices, which are stable. Any factor
 //! `S1 = B B^T` may stand in for `sqrt(S1)` (`B^T S2 B` has the same eigenvalues): Cholesky when `S1` is
-//! positive definite, the eigendecomposition otherwise.
+//! positive definite, else the Cholesky factor of `S2` with the roles swapped (`eig(S1 S2) = eig(S2 S1)`:
+//! the common case of few samples against a full-rank reference), else the eigendecomposition of `S1`.
 
 use faer::{Mat, Side};
 
@@ -46,8 +47,13 @@ fn trace_sqrt_product(s1: &Mat<f64>, s2: &Mat<f64>) -> Result<f64> {
     // cheap factor (d^3/3 flops) when S1 is positive definite, as covariances of many samples are; a
     // rank-deficient S1 has no Cholesky factor and takes the eigendecomposition B = U L^(1/2) instead,
     // which is several times slower but exact on the null space.
-    match s1.cholesky(Side::Lower) {
-        Ok(chol) => symmetric_sqrt_trace(&chol.compute_l(), s2, true),
+    // eig(S1 S2) = eig(S2 S1), so when only S1 is rank deficient (few samples against a full reference)
+    // the Cholesky factor of S2 serves as well.
+    if let Ok(chol) = s1.cholesky(Side::Lower) {
+        return symmetric_sqrt_trace(&chol.compute_l(), s2, true);
+    }
+    match s2.cholesky(Side::Lower) {
+        Ok(chol) => symmetric_sqrt_trace(&chol.compute_l(), s1, true),
         Err(_) => {
             let eig1 = s1.selfadjoint_eigendecomposition(Side::Lower);
             let lambda = eig1.s().column_vector();
@@ -114,6 +120,29 @@ fn symmetric_sqrt_trace(b: &Mat<f64>, s2: &Mat<f64>, lower: bool) -> Result<f64>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// With S1 rank deficient and S2 positive definite, the Cholesky factor of S2 gives the trace of the
+    /// eigendecomposition of S1.
+    #[test]
+    fn swapped_factor_agrees_with_the_eigendecomposition() {
+        let d = 10;
+        // Rank 4.
+        let a = Mat::<f64>::from_fn(d, 4, |i, j| ((i * 5 + j * 3) % 7) as f64 / 7.0 - 0.3);
+        let s1 = &a * a.transpose();
+        assert!(s1.cholesky(Side::Lower).is_err());
+        let s2 = Mat::<f64>::from_fn(d, d, |i, j| if i == j { 1.5 + i as f64 } else { 0.2 });
+        let eig1 = s1.selfadjoint_eigendecomposition(Side::Lower);
+        let root: Vec<f64> = (0..d)
+            .map(|i| eig1.s().column_vector().read(i).max(0.0).sqrt())
+            .collect();
+        let b = Mat::<f64>::from_fn(d, d, |i, j| eig1.u().read(i, j) * root[j]);
+        let want = symmetric_sqrt_trace(&b, &s2, false).unwrap();
+        let got = trace_sqrt_product(&s1, &s2).unwrap();
+        // The eigendecomposition path carries sqrt(roundoff) ~ 1e-8 from the six zero eigenvalues of S1;
+        // the Cholesky path of S2 has no such term.
+        assert!((got - want).abs() < 1e-8 * want, "{got} vs {want}");
+        assert!(want > 0.1, "{want}");
+    }
 
     /// The Cholesky and eigendecomposition factors give the same trace on a positive definite S1.
     #[test]
