@@ -6,9 +6,10 @@
 //! with the memory kept (25.7 s against 10.7 s for 2,000 one-step images on 2 cores). Keeping freed memory
 //! in the heap costs a higher resident size at most equal to the run's peak.
 
-/// Environment variables through which a user sets glibc's own tuning; when one is present we leave the
-/// allocator alone.
-const USER_TUNING: [&str; 3] = [
+/// Environment variables through which a user sets glibc's own tuning, or asks for glibc's defaults
+/// (`ECT_SYSTEM_MALLOC`); when one is present we leave the allocator alone.
+const USER_TUNING: [&str; 4] = [
+    "ECT_SYSTEM_MALLOC",
     "MALLOC_MMAP_MAX_",
     "MALLOC_TRIM_THRESHOLD_",
     "MALLOC_MMAP_THRESHOLD_",
