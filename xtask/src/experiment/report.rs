@@ -81,6 +81,7 @@ pub fn fd_curves(run_dir: &Path) -> Vec<Series> {
                 label: sampler.to_owned(),
                 points: vec![(step, fd)],
                 markers: true,
+                color: None,
             }),
         }
     }
@@ -185,6 +186,7 @@ pub fn write(
                 label: label.into(),
                 points: curve,
                 markers: false,
+                color: None,
             }],
         )?;
         series.push((label, png));

@@ -534,10 +534,13 @@ pub fn write_results(root: &Path, sweep: &SweepSpec, points: &[Point]) -> anyhow
             if pts.is_empty() {
                 continue;
             }
+            // A measured series and its fit share a colour.
+            let color = Some(series.iter().filter(|s: &&Series| s.markers).count());
             series.push(Series {
                 label: format!("{} {steps}-step", size.name),
                 points: pts.clone(),
                 markers: true,
+                color,
             });
             if let Some(f) = fits
                 .iter()
@@ -556,6 +559,7 @@ pub fn write_results(root: &Path, sweep: &SweepSpec, points: &[Point]) -> anyhow
                     label: format!("fit: b = {:.3}, R^2 = {:.3}", f.law.b, f.law.r2),
                     points: line,
                     markers: false,
+                    color,
                 });
             }
         }
