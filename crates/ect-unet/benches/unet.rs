@@ -93,6 +93,16 @@ impl Setup {
     /// One pass of kind `pass` (one of [`PASSES`]), waiting for the device.
     fn run(&self, pass: &str) {
         let (net, tape) = (&self.net, &self.tape);
+        // The training-mode pass at `t` that records dropout masks (the student's, in an ECT step).
+        let student = || {
+            net.forward(
+                &self.x_t,
+                &self.t,
+                None,
+                CoeffMode::Train,
+                DropoutMode::Record(tape),
+            )
+        };
         match pass {
             "forward_eval" => {
                 let _ = tch::no_grad(|| {
@@ -100,23 +110,10 @@ impl Setup {
                 });
             }
             "forward_backward" => {
-                let y = net.forward(
-                    &self.x_t,
-                    &self.t,
-                    None,
-                    CoeffMode::Train,
-                    DropoutMode::Record(tape),
-                );
-                y.square().mean(Kind::Float).backward();
+                student().square().mean(Kind::Float).backward();
             }
             "ect_step_network" => {
-                let d_t = net.forward(
-                    &self.x_t,
-                    &self.t,
-                    None,
-                    CoeffMode::Train,
-                    DropoutMode::Record(tape),
-                );
+                let d_t = student();
                 let d_r = tch::no_grad(|| {
                     net.forward(
                         &self.x_r,
