@@ -91,3 +91,70 @@ fn readme_xtask_commands_exist() {
         );
     }
 }
+
+/// The crates that promise to work without libtorch never reach tch or torch-sys (read from the
+/// resolved `cargo metadata` graph).
+#[test]
+fn torch_free_crates_never_depend_on_torch() {
+    let graph = ect_tests::dependency_graph().unwrap();
+    for krate in ect_tests::TORCH_FREE {
+        assert!(
+            graph.contains_key(*krate) || *krate == "ect-pickle",
+            "{krate} is not in the workspace graph"
+        );
+    }
+    let leaks = ect_tests::torch_leaks(&graph, ect_tests::TORCH_FREE);
+    assert!(leaks.is_empty(), "{}", leaks.join("\n"));
+    // The rule can fail: the same check on crates that do link torch names them.
+    let leaks = ect_tests::torch_leaks(&graph, &["ect-unet", "ect"]);
+    assert_eq!(
+        leaks,
+        [
+            "ect-unet depends on tch",
+            "ect-unet depends on torch-sys",
+            "ect depends on tch",
+            "ect depends on torch-sys"
+        ]
+    );
+}
+
+/// Dependencies between the workspace's crates point down the layers of `ect_tests::LAYERS` only.
+#[test]
+fn no_crate_depends_on_a_crate_above_it() {
+    let graph = ect_tests::dependency_graph().unwrap();
+    let violations = ect_tests::layer_violations(&graph, ect_tests::LAYERS);
+    assert!(violations.is_empty(), "{}", violations.join("\n"));
+    // The rule can fail: the schedule crate reaching the trainer, and an unplaced crate.
+    let mut bad = graph.clone();
+    bad.get_mut("ect-schedule")
+        .unwrap()
+        .push("ect-train".into());
+    bad.insert("ect-new".into(), vec![]);
+    let violations = ect_tests::layer_violations(&bad, ect_tests::LAYERS);
+    assert_eq!(
+        violations,
+        [
+            "ect-new has no layer in LAYERS",
+            "ect-schedule (layer 0) depends on ect-train (layer 4)"
+        ]
+    );
+}
+
+/// Comments cite only documents the repository has (`docs/method.md §N`, crate READMEs), never the
+/// project's private notes.
+#[test]
+fn comments_cite_only_documents_in_the_repository() {
+    let root = workspace_root();
+    let mut offenders = Vec::new();
+    for file in files_with_suffix(&root, ".rs") {
+        let text = std::fs::read_to_string(&file).unwrap();
+        offenders.extend(ect_tests::dangling_doc_refs(&root, &file, &text));
+    }
+    assert!(offenders.is_empty(), "{}", offenders.join("\n"));
+    // The rule can fail: a citation of the private spec and of a missing document are named.
+    let file = root.join("crates/ect-train/src/lib.rs");
+    let text = "//! As SPEC-ECT section 3 says.\n/// See docs/method.md §2 and docs/missing.md.\n";
+    let found = ect_tests::dangling_doc_refs(&root, &file, text);
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(found[0].contains("SPEC-ECT") && found[1].contains("docs/missing.md"));
+}

@@ -2,7 +2,7 @@
 //! [`libtorch`]) and drives `cargo` and the `ect` binary with the environment that finds it.
 
 mod bench;
-mod ect_bin;
+mod ect;
 mod experiment;
 mod libtorch;
 mod plot;
@@ -84,8 +84,7 @@ fn sample(a: &SampleArgs) -> anyhow::Result<()> {
     } else {
         a.run_dir.clone()
     };
-    let torch = libtorch::ensure()?;
-    let bin = ect_bin::build(&torch)?;
+    let ect = ect::Ect::build(&libtorch::ensure()?)?;
     let args: Vec<String> = vec![
         "sample".into(),
         "--from".into(),
@@ -99,13 +98,13 @@ fn sample(a: &SampleArgs) -> anyhow::Result<()> {
         "--out".into(),
         a.out.display().to_string(),
     ];
-    ect_bin::run(&bin, &args)
+    ect.run(&args)
 }
 
 /// Prints the error chain on one line per cause, without a backtrace (users' errors are not bugs).
 fn main() -> std::process::ExitCode {
     match run(Cli::parse()) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(code) => std::process::ExitCode::from(code),
         Err(err) => {
             eprintln!("error: {err:#}");
             std::process::ExitCode::FAILURE
@@ -113,7 +112,27 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+/// Runs the command; the exit status of a success (`cargo xtask ect` passes on `ect`'s own).
+fn run(cli: Cli) -> anyhow::Result<u8> {
+    run_command(cli).map(|()| 0).or_else(|e| match e.downcast::<PassStatus>() {
+        Ok(PassStatus(code)) => Ok(code),
+        Err(e) => Err(e),
+    })
+}
+
+/// The exit status of a child to pass on unchanged.
+#[derive(Debug)]
+struct PassStatus(u8);
+
+impl std::fmt::Display for PassStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit status {}", self.0)
+    }
+}
+
+impl std::error::Error for PassStatus {}
+
+fn run_command(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Setup => {
             let torch = libtorch::ensure()?;
@@ -129,9 +148,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Eval { run_dir, set } => experiment::eval(&run_dir, &set),
         Command::Sample(args) => sample(&args),
         Command::Ect { args } => {
-            let torch = libtorch::ensure()?;
-            let ect = ect_bin::build(&torch)?;
-            ect_bin::run(&ect, &args)
+            let status = ect::Ect::build(&libtorch::ensure()?)?.status(&args)?;
+            match status.code() {
+                Some(0) => Ok(()),
+                Some(code) => Err(PassStatus(code.clamp(1, 255) as u8).into()),
+                None => anyhow::bail!("ect was killed ({status})"),
+            }
         }
         Command::Cargo { args } => {
             let torch = libtorch::ensure()?;

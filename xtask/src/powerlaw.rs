@@ -1,4 +1,4 @@
-//! Power-law fits of quality against compute, `FD(C) = a * C^(-b)` (SPEC section 9): least squares in
+//! Power-law fits of quality against compute, `FD(C) = a * C^(-b)` (docs/method.md §9): least squares in
 //! log-log space, `ln FD = ln a - b ln C`, with the coefficient of determination R^2 of that linear fit.
 
 use anyhow::{bail, ensure};

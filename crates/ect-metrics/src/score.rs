@@ -8,7 +8,7 @@
 //!   against reference images, from one extraction pass over each);
 //! - `metrics train-feature-net` -> [`crate::extract::featnet::train_feature_net_on_fashion_mnist`].
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use tch::Device;
@@ -82,37 +82,8 @@ pub fn fd_score(
     })
 }
 
-/// Which feature extractor to use.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "kebab-case")]
-pub enum ExtractorChoice {
-    /// EDM's Inception-v3 (FID), exported by `scripts/export_inception.py`.
-    Inception {
-        /// The TorchScript file.
-        path: PathBuf,
-    },
-    /// DINOv2 ViT-L/14 (FD_DINOv2), exported by `scripts/export_dinov2.py`.
-    Dinov2 {
-        /// The TorchScript file.
-        path: PathBuf,
-    },
-    /// The built-in Fashion-MNIST feature net (28x28 grayscale).
-    FeatureNet {
-        /// Its `.safetensors` weights (from `train-feature-net`).
-        weights: PathBuf,
-    },
-}
-
-impl ExtractorChoice {
-    /// The metric name a Fréchet distance with this extractor is reported under.
-    pub fn fd_metric(&self) -> &'static str {
-        match self {
-            ExtractorChoice::Inception { .. } => "fid",
-            ExtractorChoice::Dinov2 { .. } => "fd_dinov2",
-            ExtractorChoice::FeatureNet { .. } => "fd_fmnist",
-        }
-    }
-}
+/// Which feature extractor (defined with the configuration, which names it in `[eval]`).
+pub use ect_config::train::ExtractorChoice;
 
 /// Loads the chosen extractor on `device`.
 pub fn open_extractor(

@@ -1,7 +1,7 @@
 //! Exponential moving averages of the weights: constant `beta`, EDM's half-life with ramp-up, and
 //! EDM2's power-function EMA.
 //!
-//! SPEC-ECT section 6 (EMA row of the recipe table); EDM's `training_loop.py` (half-life, ramp-up);
+//! docs/method.md §6 (EMA row of the recipe table); EDM's `training_loop.py` (half-life, ramp-up);
 //! EDM2 paper "Analyzing and Improving the Training Dynamics of Diffusion Models" (Karras et al.
 //! 2024), section 3.1 and Algorithm 2 (`sigma_rel_to_gamma`, eq. 127 for the per-step beta).
 //!

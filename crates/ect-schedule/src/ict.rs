@@ -1,6 +1,6 @@
 //! The improved Consistency Training (iCT) curriculum: the from-scratch baseline ECT is compared to.
 //!
-//! SPEC-ECT section 7; Song & Dhariwal, "Improved Techniques for Training Consistency Models"
+//! docs/method.md §7; Song & Dhariwal, "Improved Techniques for Training Consistency Models"
 //! (ICLR 2024), sections 3.3-3.5. Discretization `N(k) = min(s0 2^floor(k/K'), s1) + 1` with
 //! `K' = floor(K / (log2 floor(s1/s0) + 1))`; Karras noise levels of that `N` (ascending, no 0);
 //! the pair index `i` drawn with probability proportional to

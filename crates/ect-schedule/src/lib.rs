@@ -14,6 +14,7 @@
 //! | [`precond`] | `c_skip, c_out, c_in, c_noise` (ECM train/eval, EDM, EDM2) | 2 |
 //! | [`sampling`] | 1-step/2-step/custom consistency grids, Karras times, Heun NFE | 5 |
 //! | [`ema`] | EMA beta: constant, EDM half-life with ramp-up, EDM2 power function | 6 |
+//! | [`lr`] | learning rate: warm-up and inverse-square-root decay | 6 |
 //! | [`ict`] | iCT curriculum `N(k)`, index probabilities, step weights, pseudo-Huber `c` | 7 |
 //! | [`recipe`] | [`EctLossConfig`](recipe::EctLossConfig): the loss schedule with CIFAR-10 / 1-hour / ImageNet presets | 3, 4, 6 |
 //! | [`special`] | `erf`/`erfc` (no math-library dependency) | 7 |
@@ -77,6 +78,7 @@
 pub mod ema;
 pub mod error;
 pub mod ict;
+pub mod lr;
 pub mod mapping;
 pub mod noise;
 pub mod precond;

@@ -1,6 +1,6 @@
 //! The mapping function `t -> r`: how far behind `t` the consistency condition's second point lies.
 //!
-//! SPEC-ECT section 4; paper "Consistency Models Made Easy", section 3 ("mapping function" and
+//! docs/method.md §4; paper "Consistency Models Made Easy", section 3 ("mapping function" and
 //! "dt schedule"). `r = max(0, t (1 - n(t) / q^(s+1)))` with stage index `s = 0, 1, ...`:
 //! `n(t) = 1` (`const`) or `n(t) = 1 + k sigmoid(-b t)` (`sigmoid`, the default with `k = 8, b = 1`).
 //! The reference code (`ECMLoss.t_to_r_*`) uses the exponent `s + 1`; the paper's stage `a = 0`

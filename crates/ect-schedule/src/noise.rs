@@ -1,6 +1,6 @@
 //! Noise-level distributions: the lognormal `t = exp(P_mean + P_std z)`, `z ~ N(0, 1)`.
 //!
-//! SPEC-ECT section 3 step 1 (ECT training, no clamping) and section 8 (EDM pretraining); paper
+//! docs/method.md §3 (step 1) (ECT training, no clamping) and §8 (EDM pretraining); paper
 //! "Consistency Models Made Easy", section 3 ("sampling t"). The reference draws `z` with
 //! `torch.randn` and evaluates `(z * P_std + P_mean).exp()`; [`LogNormal::t_from_normal`] keeps that
 //! operation order so that golden values match bit for bit where the platform `exp` does.

@@ -1,6 +1,6 @@
 //! Preconditioning coefficients: `f(x, s) = c_skip(s) x + c_out(s) F(c_in(s) x, c_noise(s))`.
 //!
-//! SPEC-ECT section 2; EDM paper (Karras et al. 2022) table 1; ECT's `ECMPrecond` (CIFAR-10 code) and
+//! docs/method.md §2; EDM paper (Karras et al. 2022) table 1; ECT's `ECMPrecond` (CIFAR-10 code) and
 //! EDM2's `Precond` (ImageNet code). ECM in evaluation mode shifts `c_skip`/`c_out` by `sigma_min`
 //! so that `f(x, sigma_min) = x` exactly; in training mode, and for EDM and EDM2 always, the EDM
 //! coefficients apply. The formulas keep the reference's evaluation order.

@@ -1,6 +1,6 @@
 //! The ECT loss schedule as one config value, with the reference recipes as presets.
 //!
-//! SPEC-ECT sections 3, 4 and 6 (recipe table). Bundles what decides `t`, `r` and the per-sample
+//! docs/method.md §3, §4 and §6 (recipe table). Bundles what decides `t`, `r` and the per-sample
 //! weight at an iteration; the tensor work (the two network passes and `d2`) belongs to the
 //! training crate. Presets follow the authors' launch scripts (`run_ecm.sh`, `run_ecm_1hour.sh`,
 //! `run_imgnet_ecm.sh`) and their `ECMLoss` defaults.

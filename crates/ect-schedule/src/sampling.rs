@@ -1,6 +1,6 @@
 //! Sampling time grids: consistency few-step grids and EDM's Karras times for the Heun sampler.
 //!
-//! SPEC-ECT section 5; ECT's `generator_fn` (few-step consistency sampling) and EDM's
+//! docs/method.md §5; ECT's `generator_fn` (few-step consistency sampling) and EDM's
 //! `edm_sampler` (Karras et al. 2022, eq. 5 and algorithm 2).
 //!
 //! A consistency grid is `[t0 > t1 > ... > 0]`: `x = z t0`; for each step `x = f(x, t_i)` and, if

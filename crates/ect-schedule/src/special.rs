@@ -1,6 +1,6 @@
 //! The error function, written here so that the crate needs no math-library dependency.
 //!
-//! Used by the iCT index probabilities (SPEC-ECT section 7) and the lognormal CDF. Two classic
+//! Used by the iCT index probabilities (docs/method.md §7) and the lognormal CDF. Two classic
 //! expansions, each where it is accurate (Abramowitz & Stegun 7.1.6 and 7.1.14):
 //! - `|x| < 2`: `erf x = 2/sqrt(pi) exp(-x^2) sum_n 2^n x^(2n+1) / (1*3*...*(2n+1))`, a series of
 //!   positive terms, so no cancellation;

@@ -1,6 +1,6 @@
 //! Stages of the `dt` schedule: which stage index the mapping function uses at an iteration.
 //!
-//! SPEC-ECT section 4 ("Stage"); paper "Consistency Models Made Easy", section 3 ("dt schedule").
+//! docs/method.md §4 ("Stage"); paper "Consistency Models Made Easy", section 3 ("dt schedule").
 //! This crate counts stages in optimizer iterations ([`StageSchedule`]). The reference training loop
 //! (`ct_training_loop.py`) counts in ticks instead; [`TickSchedule`] reproduces that count exactly
 //! and [`StageSchedule::from_ticks`] converts it.

@@ -1,6 +1,6 @@
 //! Timestep weightings and the adaptive (pseudo-Huber) per-sample loss.
 //!
-//! SPEC-ECT section 3 steps 6-7 and section 8; paper "Consistency Models Made Easy", section 3
+//! docs/method.md §3 (steps 6-7) and §8; paper "Consistency Models Made Easy", section 3
 //! ("weighting function"). The ECT per-sample loss is
 //! `w(t, r) * (sqrt(d2 + c^2) - c)` (or `w(t, r) * sqrt(d2)` when `c = 0`), where `d2` is the squared
 //! L2 distance between the two consistency outputs. Its derivative with respect to `d2` is

@@ -1,7 +1,11 @@
 //! Checkpoints: a directory `checkpoints/ckpt-<step>` holding the weights, the EMA tracks, the optimizer
-//! state and `state.json`; written under a temporary name and renamed, so a crash never leaves a partial
-//! checkpoint under a real name. `checkpoints/latest` names the newest; older ones beyond `keep_last` are
-//! removed.
+//! state, the run's configuration and `state.json` (written last, so a directory with it is complete);
+//! written under a temporary name and renamed, so a crash never leaves a partial checkpoint under a real
+//! name. `checkpoints/latest` names the newest; older ones beyond `keep_last` are removed.
+//!
+//! Nothing is lost to a kill at any moment: a checkpoint that replaces one of the same step (a finished
+//! run resumed) is moved aside before the new one is renamed into place and removed only after, and
+//! [`latest_checkpoint`] recovers a complete checkpoint left under its temporary or moved-aside name.
 
 use std::path::{Path, PathBuf};
 
@@ -9,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use tch::{nn::VarStore, Tensor};
 
 use crate::error::{Result, TrainError};
-use crate::sample::write_atomic;
+use crate::images::write_atomic;
 
 /// File of the raw (non-averaged) weights inside a checkpoint.
 pub const MODEL_FILE: &str = "model.safetensors";
@@ -17,6 +21,19 @@ pub const MODEL_FILE: &str = "model.safetensors";
 pub const OPTIM_FILE: &str = "optim.safetensors";
 /// File of the counters inside a checkpoint.
 pub const STATE_FILE: &str = "state.json";
+/// The run's configuration as it was when the checkpoint was written (resume compares against it).
+pub const CONFIG_FILE: &str = "config.json";
+
+/// Kills the process with SIGKILL when `ECT_FAILPOINT` names `point`: lets tests hit a crash window
+/// deterministically (documented in the crate README; nothing sets it in normal use).
+pub fn failpoint(point: &str) {
+    if std::env::var("ECT_FAILPOINT").is_ok_and(|v| v == point) {
+        // SAFETY: raising a signal on the current process has no memory-safety preconditions.
+        unsafe {
+            libc::raise(libc::SIGKILL);
+        }
+    }
+}
 
 /// Counters and positions that make a resume exact.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -41,6 +58,23 @@ pub struct TrainState {
     /// Steps skipped because mixed-precision gradients overflowed (the scale backed off).
     #[serde(default)]
     pub overflow_total: u64,
+}
+
+impl TrainState {
+    /// The counters of a run that has not taken a step.
+    pub fn new(seed: u64) -> Self {
+        Self {
+            step: 0,
+            optim_steps: 0,
+            images_seen: 0,
+            seed,
+            nonfinite_total: 0,
+            nonfinite_run: 0,
+            train_seconds: 0.0,
+            loss_scale: None,
+            overflow_total: 0,
+        }
+    }
 }
 
 /// The checkpoints directory of a run.
@@ -88,11 +122,22 @@ pub fn write_checkpoint(
     fill(&tmp)?;
     let json = serde_json::to_vec_pretty(state).expect("state serializes");
     write_atomic(&tmp.join(STATE_FILE), &json)?;
+    failpoint("checkpoint-written");
     let final_dir = dir.join(&name);
+    let aside = dir.join(format!(".{name}.old"));
     if final_dir.exists() {
-        std::fs::remove_dir_all(&final_dir).map_err(|e| TrainError::io(&final_dir, e))?;
+        // Replacing a checkpoint of the same step: keep the old one until the new one is in place.
+        if aside.exists() {
+            std::fs::remove_dir_all(&aside).map_err(|e| TrainError::io(&aside, e))?;
+        }
+        std::fs::rename(&final_dir, &aside).map_err(|e| TrainError::io(&final_dir, e))?;
+        failpoint("checkpoint-replace");
     }
     std::fs::rename(&tmp, &final_dir).map_err(|e| TrainError::io(&final_dir, e))?;
+    failpoint("checkpoint-renamed");
+    if aside.exists() {
+        std::fs::remove_dir_all(&aside).map_err(|e| TrainError::io(&aside, e))?;
+    }
     write_atomic(&dir.join("latest"), name.as_bytes())?;
     prune(&dir, keep_last)?;
     Ok(final_dir)
@@ -126,17 +171,59 @@ fn prune(dir: &Path, keep_last: usize) -> Result<()> {
     Ok(())
 }
 
-/// The newest checkpoint of a run (from `latest`, else the highest step).
+/// The newest checkpoint of a run (from `latest`, else the highest step). A complete checkpoint left under
+/// a temporary (`.ckpt-N.tmp`) or moved-aside (`.ckpt-N.old`) name by a kill is first renamed into place
+/// when no checkpoint of that step exists; an incomplete one (no `state.json`) is ignored.
 pub fn latest_checkpoint(run_dir: &Path) -> Result<Option<PathBuf>> {
+    recover_stranded(run_dir)?;
     let dir = checkpoints_dir(run_dir);
     let latest = dir.join("latest");
+    let newest = list_checkpoints(run_dir)?.pop();
     if let Ok(name) = std::fs::read_to_string(&latest) {
         let p = dir.join(name.trim());
-        if p.is_dir() {
+        // `latest` is written after the rename: a recovered checkpoint can be newer than it names.
+        if p.is_dir() && newest.as_ref().is_none_or(|n| n <= &p) {
             return Ok(Some(p));
         }
     }
-    Ok(list_checkpoints(run_dir)?.pop())
+    Ok(newest)
+}
+
+/// Renames complete checkpoints stranded under `.ckpt-N.tmp` / `.ckpt-N.old` into place.
+fn recover_stranded(run_dir: &Path) -> Result<()> {
+    let dir = checkpoints_dir(run_dir);
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Ok(());
+    };
+    let mut stranded: Vec<(PathBuf, String)> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter_map(|p| {
+            let n = p.file_name()?.to_str()?;
+            let name = n
+                .strip_prefix('.')?
+                .strip_suffix(".tmp")
+                .or_else(|| n.strip_prefix('.')?.strip_suffix(".old"))?
+                .to_owned();
+            name.starts_with("ckpt-").then_some((p, name))
+        })
+        .collect();
+    // A finished `.tmp` is newer than the `.old` it was replacing: try it first.
+    stranded.sort_by_key(|(p, _)| !p.to_string_lossy().ends_with(".tmp"));
+    for (path, name) in stranded {
+        let target = dir.join(&name);
+        if path.to_string_lossy().ends_with(".old") && target.join(STATE_FILE).is_file() {
+            // The replacement is in place; the old copy is what a kill left before its removal.
+            std::fs::remove_dir_all(&path).map_err(|e| TrainError::io(&path, e))?;
+        } else if path.join(STATE_FILE).is_file() && !target.exists() {
+            std::fs::rename(&path, &target).map_err(|e| TrainError::io(&target, e))?;
+            eprintln!(
+                "recovered checkpoint {} from {} (left by an interrupted write)",
+                target.display(),
+                path.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Reads `state.json` of a checkpoint.

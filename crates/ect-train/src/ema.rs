@@ -4,103 +4,10 @@
 
 use std::path::Path;
 
-use serde::{Deserialize, Serialize};
+pub use ect_config::train::EmaConfig;
 use tch::{nn::VarStore, Tensor};
 
 use crate::error::{Result, TrainError};
-
-/// How the averaging rate is chosen each step.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
-pub enum EmaConfig {
-    /// `ema = beta * ema + (1 - beta) * weights` every step.
-    Beta {
-        /// The per-step decay.
-        beta: f64,
-    },
-    /// EDM: beta from a half-life in thousands of images, optionally capped by `rampup_ratio * images_seen`.
-    Halflife {
-        /// Half-life in kimg.
-        halflife_kimg: f64,
-        /// EDM's ramp-up ratio (0.05 in EDM's CIFAR recipe); `None` disables it.
-        rampup_ratio: Option<f64>,
-    },
-    /// EDM2's power-function EMA; one average per relative standard deviation.
-    Power {
-        /// The `sigma_rel` values (EDM2 trains with 0.05 and 0.10).
-        sigma_rels: Vec<f64>,
-    },
-}
-
-impl Default for EmaConfig {
-    fn default() -> Self {
-        Self::Beta { beta: 0.9999 }
-    }
-}
-
-impl EmaConfig {
-    /// Checks ranges; errors name the field under `prefix`.
-    pub fn validate(&self, prefix: &str) -> Result<()> {
-        match self {
-            Self::Beta { beta } => {
-                if !(0.0..=1.0).contains(beta) {
-                    return Err(TrainError::invalid(
-                        format!("{prefix}.beta"),
-                        format!("must be in [0, 1], got {beta}"),
-                    ));
-                }
-            }
-            Self::Halflife {
-                halflife_kimg,
-                rampup_ratio,
-            } => {
-                if !(halflife_kimg.is_finite() && *halflife_kimg > 0.0) {
-                    return Err(TrainError::invalid(
-                        format!("{prefix}.halflife_kimg"),
-                        format!("must be > 0, got {halflife_kimg}"),
-                    ));
-                }
-                if let Some(r) = rampup_ratio {
-                    if !(r.is_finite() && *r > 0.0) {
-                        return Err(TrainError::invalid(
-                            format!("{prefix}.rampup_ratio"),
-                            format!("must be > 0 (omit it to disable), got {r}"),
-                        ));
-                    }
-                }
-            }
-            Self::Power { sigma_rels } => {
-                if sigma_rels.is_empty() {
-                    return Err(TrainError::invalid(
-                        format!("{prefix}.sigma_rels"),
-                        "needs at least one value",
-                    ));
-                }
-                for s in sigma_rels {
-                    let max = ect_schedule::ema::SIGMA_REL_MAX;
-                    if !(s.is_finite() && *s > 0.0 && *s <= max) {
-                        return Err(TrainError::invalid(
-                            format!("{prefix}.sigma_rels"),
-                            format!("each value must be in (0, {max:.4}], got {s}"),
-                        ));
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Names of the averages this config keeps (`ema` or `ema-<sigma_rel>`), in order; the first one is
-    /// the one sampled by default.
-    pub fn labels(&self) -> Vec<String> {
-        match self {
-            Self::Power { sigma_rels } => {
-                sigma_rels.iter().map(|s| format!("ema-{s:.3}")).collect()
-            }
-            _ => vec!["ema".to_owned()],
-        }
-    }
-}
 
 /// One or more shadow copies of the network variables.
 pub struct Ema {
@@ -210,6 +117,7 @@ impl Ema {
                     path: path.clone(),
                     message: format!("lacks `{name}`"),
                 })?;
+                check_tensor(name, src, shadow, &path)?;
                 tch::no_grad(|| shadow.f_copy_(src))?;
             }
         }
@@ -230,18 +138,39 @@ pub fn copy_named_into(named: &[(String, Tensor)], vs: &VarStore, origin: &Path)
                 path: origin.to_path_buf(),
                 message: format!("lacks variable `{name}`"),
             })?;
-        if src.size() != var.size() {
-            return Err(TrainError::Checkpoint {
-                path: origin.to_path_buf(),
-                message: format!(
-                    "`{name}` has shape {:?}, the network has {:?}",
-                    src.size(),
-                    var.size()
-                ),
-            });
-        }
+        check_tensor(name, src, var, origin)?;
         let mut var = var.shallow_clone();
         tch::no_grad(|| var.f_copy_(src))?;
+    }
+    Ok(())
+}
+
+/// A tensor read from a file must have the shape of the variable it replaces and finite values: weights
+/// with NaN or infinity would sample blank images or train nothing, silently.
+fn check_tensor(name: &str, src: &Tensor, dst: &Tensor, origin: &Path) -> Result<()> {
+    let bad = |message: String| TrainError::Checkpoint {
+        path: origin.to_path_buf(),
+        message,
+    };
+    if src.size() != dst.size() {
+        return Err(bad(format!(
+            "`{name}` has shape {:?}, the network has {:?}",
+            src.size(),
+            dst.size()
+        )));
+    }
+    if src.is_floating_point() {
+        let finite = tch::no_grad(|| src.isfinite().all().int64_value(&[]) != 0);
+        if !finite {
+            let count = |t: Tensor| tch::no_grad(|| t.sum(tch::Kind::Int64).int64_value(&[]));
+            let nan = count(src.isnan());
+            let inf = count(src.isinf());
+            return Err(bad(format!(
+                "`{name}` holds non-finite values ({nan} NaN, {inf} infinite of {}); the file is \
+                 corrupt or comes from a run that diverged",
+                src.numel()
+            )));
+        }
     }
     Ok(())
 }

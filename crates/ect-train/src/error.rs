@@ -64,6 +64,9 @@ pub enum TrainError {
         /// The step at which the run stopped.
         step: u64,
     },
+    /// An error from the configuration crate (parsing, validation, overrides).
+    #[error(transparent)]
+    Config(#[from] ect_config::ConfigError),
     /// An error from another crate of the workspace (network, data), with context.
     #[error("{context}: {message}")]
     External {

@@ -9,7 +9,9 @@ use ect_data::loader::{Loader, LoaderConfig};
 use ect_data::Dataset;
 use tch::{Device, Kind, Tensor};
 
-use crate::config::DataConfig;
+use ect_config::train::DataConfig;
+
+use crate::labels::one_hot;
 use crate::error::{Result, TrainError};
 use crate::rng::{derive, Stream};
 
@@ -17,25 +19,29 @@ use crate::rng::{derive, Stream};
 pub struct TensorBatch {
     /// Images in [-1, 1] (`x / 127.5 - 1`), [N, C, H, W] f32.
     pub images: Tensor,
-    /// Class indices, when the dataset has labels.
-    pub classes: Option<Vec<i64>>,
+    /// One-hot class labels `[N, label_dim]` for a conditional run, `None` otherwise.
+    pub labels: Option<Tensor>,
 }
 
 /// Feeds micro-batches from a dataset.
 pub struct Feeder {
     loader: Loader,
     micro_batch: usize,
+    label_dim: i64,
     wait_seconds: f64,
 }
 
 impl Feeder {
-    /// A feeder of `micro_batch` images per batch, positioned after `images_seen` images.
+    /// A feeder of `micro_batch` images per batch, positioned after `images_seen` images; batches carry
+    /// one-hot labels of `label_dim` classes when `label_dim > 0` (a conditional run) and the dataset has
+    /// labels.
     pub fn new(
         dataset: Box<dyn Dataset>,
         data: &DataConfig,
         seed: u64,
         micro_batch: usize,
         images_seen: u64,
+        label_dim: i64,
     ) -> Result<Self> {
         if dataset.is_empty() {
             return Err(TrainError::invalid(
@@ -57,6 +63,7 @@ impl Feeder {
         Ok(Self {
             loader,
             micro_batch,
+            label_dim,
             wait_seconds: 0.0,
         })
     }
@@ -85,8 +92,32 @@ impl Feeder {
             .to_kind(Kind::Float)
             / 127.5
             - 1.0;
-        let classes = (b.label_dim > 0).then(|| b.labels.iter().map(|&l| l as i64).collect());
+        let labels = (self.label_dim > 0 && b.label_dim > 0).then(|| {
+            let classes: Vec<i64> = b.labels.iter().map(|&l| l as i64).collect();
+            one_hot(&classes, self.label_dim, device)
+        });
         self.wait_seconds += start.elapsed().as_secs_f64();
-        Ok(TensorBatch { images, classes })
+        Ok(TensorBatch { images, labels })
     }
+}
+
+/// Opens the dataset a configuration trains on.
+pub fn open_dataset(data: &DataConfig) -> Result<Box<dyn Dataset>> {
+    let format = data
+        .format
+        .parse()
+        .map_err(|e| TrainError::invalid("data.format", format!("{e}")))?;
+    let split = data
+        .split
+        .parse()
+        .map_err(|e| TrainError::invalid("data.split", format!("{e}")))?;
+    let spec = ect_data::DatasetSpec {
+        path: data.path.clone(),
+        format,
+        split,
+        require_labels: data.conditional,
+        resolution: data.resolution,
+    };
+    ect_data::open(&spec)
+        .map_err(|e| TrainError::external(format!("opening data.path {}", data.path.display()), e))
 }

@@ -1,27 +1,26 @@
 //! Generating samples from a trained run, a checkpoint, or a bare weights file (the `ect sample` entry
-//! point): consistency sampling on a time grid, or EDM's Heun sampler for diffusion models.
+//! point). A `.npy` output is streamed: memory stays flat however many images are asked for, and the
+//! destination is created before the first image is drawn.
 
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
+use ect_config::{DeviceSpec, NetworkConfig, TrainConfig, ValidNetworkConfig};
+use serde::Serialize;
 use tch::{Kind, Tensor};
 
 use crate::checkpoint;
-use crate::config::{parse_device, validate_grid, TrainConfig};
 use crate::error::{Result, TrainError};
+use crate::images::{to_u8, write_png_grid};
+use crate::labels;
 use crate::net::Network;
+use crate::npy::NpyWriter;
 use crate::rng::{self, Stream};
-use crate::sample as samplers;
-use crate::trainer::{read_run_config, CONFIG_FILE};
+use crate::run_dir::{self, CONFIG_FILE};
+use crate::sampler::Sampler;
 
-/// Which sampler.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Sampler {
-    /// Consistency sampling on a time grid ending in 0 (`[80, 0]`, `[80, 0.821, 0]`, ...).
-    Grid(Vec<f64>),
-    /// EDM's Heun sampler on `n` Karras times (`sigma_min` 0.002, `sigma_max` 80, `rho` 7; `2n - 1`
-    /// evaluations).
-    Heun(usize),
-}
+/// The most images a PNG grid may hold (it is assembled in memory).
+pub const MAX_PNG_IMAGES: usize = 4096;
 
 /// Where the weights come from.
 #[derive(Debug, Clone, PartialEq)]
@@ -52,14 +51,29 @@ pub struct SampleSpec {
     pub out: PathBuf,
     /// Which weights of a checkpoint.
     pub weights: WeightsChoice,
-    /// `auto`, `cpu`, `cuda`, `cuda:N`.
-    pub device: String,
+    /// The device.
+    pub device: DeviceSpec,
     /// For class-conditional networks: one class for every image; `None` cycles through the classes.
     pub class: Option<i64>,
 }
 
+/// What a sampling run reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct SampleSummary {
+    /// The file written.
+    pub out: PathBuf,
+    /// Its shape `[N, C, H, W]`.
+    pub shape: [i64; 4],
+    /// Network evaluations per image.
+    pub evaluations_per_image: usize,
+    /// Seconds spent generating (loading the network excluded).
+    pub seconds: f64,
+    /// Images generated per second.
+    pub images_per_second: f64,
+}
+
 /// Finds (network config, weights file) for a source.
-fn resolve(spec: &SampleSpec) -> Result<(ect_unet::NetworkConfig, PathBuf)> {
+fn resolve(spec: &SampleSpec) -> Result<(ValidNetworkConfig, PathBuf)> {
     let src = &spec.source;
     let pick = |ckpt: &Path, cfg: &TrainConfig| -> Result<PathBuf> {
         Ok(match spec.weights {
@@ -77,13 +91,13 @@ fn resolve(spec: &SampleSpec) -> Result<(ect_unet::NetworkConfig, PathBuf)> {
         })
     };
     if src.is_dir() && src.join(CONFIG_FILE).exists() {
-        let cfg = read_run_config(src)?;
+        let cfg = run_dir::read_config(src)?;
         let ckpt = checkpoint::latest_checkpoint(src)?.ok_or_else(|| TrainError::Checkpoint {
             path: src.clone(),
             message: "the run has no checkpoint yet".into(),
         })?;
         let file = pick(&ckpt, &cfg)?;
-        return Ok((Network::parse_config(&cfg.network)?, file));
+        return Ok((cfg.network, file));
     }
     if src.is_dir() && src.join(checkpoint::STATE_FILE).exists() {
         let run = src
@@ -93,9 +107,19 @@ fn resolve(spec: &SampleSpec) -> Result<(ect_unet::NetworkConfig, PathBuf)> {
                 path: src.clone(),
                 message: "a checkpoint directory must sit in <run>/checkpoints/".into(),
             })?;
-        let cfg = read_run_config(run)?;
+        let cfg = run_dir::read_config(run)?;
         let file = pick(src, &cfg)?;
-        return Ok((Network::parse_config(&cfg.network)?, file));
+        return Ok((cfg.network, file));
+    }
+    if src.is_dir() {
+        return Err(TrainError::invalid(
+            "from",
+            format!(
+                "{} is neither a run directory (no {CONFIG_FILE}) nor a checkpoint (no {})",
+                src.display(),
+                checkpoint::STATE_FILE
+            ),
+        ));
     }
     let cfg_path = spec.network_config.as_ref().ok_or_else(|| {
         TrainError::invalid(
@@ -107,48 +131,88 @@ fn resolve(spec: &SampleSpec) -> Result<(ect_unet::NetworkConfig, PathBuf)> {
         )
     })?;
     let text = std::fs::read_to_string(cfg_path).map_err(|e| TrainError::io(cfg_path, e))?;
-    let cfg = ect_unet::NetworkConfig::from_json_str(&text)
+    let cfg = NetworkConfig::from_json_str(&text)
         .map_err(|e| TrainError::external(format!("network config {}", cfg_path.display()), e))?;
     Ok((cfg, src.clone()))
 }
 
-/// Generates `spec.n` images and writes them to `spec.out`; returns the u8 images [N, C, H, W].
-pub fn sample(spec: &SampleSpec) -> Result<Tensor> {
+/// Where the images go.
+enum Output {
+    Npy(NpyWriter),
+    Png(Vec<Tensor>),
+}
+
+/// Checks what can be checked before the network is loaded: sizes and the output's kind.
+fn check_request(spec: &SampleSpec) -> Result<bool> {
     if spec.n == 0 || spec.batch == 0 {
         return Err(TrainError::invalid("n", "n and batch must be > 0"));
-    }
-    if let Sampler::Grid(g) = &spec.sampler {
-        validate_grid(g).map_err(|m| TrainError::invalid("grid", m))?;
     }
     let ext = spec
         .out
         .extension()
         .and_then(|e| e.to_str())
         .map(str::to_ascii_lowercase);
-    if !matches!(ext.as_deref(), Some("npy") | Some("png")) {
-        return Err(TrainError::invalid(
+    match ext.as_deref() {
+        Some("npy") => Ok(true),
+        Some("png") if spec.n <= MAX_PNG_IMAGES => Ok(false),
+        Some("png") => Err(TrainError::invalid(
+            "n",
+            format!(
+                "a PNG grid holds at most {MAX_PNG_IMAGES} images, got {}; write a .npy",
+                spec.n
+            ),
+        )),
+        _ => Err(TrainError::invalid(
             "out",
             format!("{} must end in .npy or .png", spec.out.display()),
-        ));
+        )),
     }
-    let device = parse_device(&spec.device)?;
+}
+
+/// Generates `spec.n` images into `spec.out`.
+pub fn sample(spec: &SampleSpec) -> Result<SampleSummary> {
+    let npy = check_request(spec)?;
+    let device = crate::device::resolve(spec.device)?;
     let (net_cfg, weights) = resolve(spec)?;
-    let net = Network::new(&net_cfg, device)?;
-    checkpoint::load_vars(&net.vs, &weights)?;
     let (c, res, label_dim) = (
         net_cfg.img_channels(),
         net_cfg.img_resolution(),
         net_cfg.label_dim(),
     );
     if let Some(k) = spec.class {
-        if !(0..label_dim.max(1)).contains(&k) || label_dim == 0 {
+        if label_dim == 0 || !(0..label_dim).contains(&k) {
             return Err(TrainError::invalid(
                 "class",
                 format!("{k} is not a class of this network ({label_dim} classes)"),
             ));
         }
     }
-    let mut chunks = Vec::new();
+    let image_bytes = (c * res * res) as f64;
+    // The noise, the state and the network's activations of one batch in float32: refuse what cannot fit.
+    if let Some(total) = crate::session::total_memory_bytes() {
+        let need = spec.batch.min(spec.n) as f64 * image_bytes * 4.0 * 8.0;
+        if need > total as f64 {
+            return Err(TrainError::invalid(
+                "batch",
+                format!(
+                    "{} images of {c}x{res}x{res} per pass need at least {:.1} GiB, more than this \
+                     machine's {:.1} GiB; lower --batch",
+                    spec.batch,
+                    need / f64::from(1u32 << 30),
+                    total as f64 / f64::from(1u32 << 30)
+                ),
+            ));
+        }
+    }
+    let shape = [spec.n as i64, c, res, res];
+    let mut out = if npy {
+        Output::Npy(NpyWriter::create(&spec.out, shape)?)
+    } else {
+        Output::Png(Vec::new())
+    };
+    let net = Network::new(&net_cfg, device)?;
+    checkpoint::load_vars(&net.vs, &weights)?;
+    let started = Instant::now();
     let mut done = 0usize;
     for b in 0.. {
         if done >= spec.n {
@@ -157,28 +221,34 @@ pub fn sample(spec: &SampleSpec) -> Result<Tensor> {
         let m = spec.batch.min(spec.n - done);
         rng::seed_torch(spec.seed, b as u64, Stream::Samples);
         let z = Tensor::randn([m as i64, c, res, res], (Kind::Float, device));
-        let labels = (label_dim > 0).then(|| {
-            let classes: Vec<i64> = (0..m)
-                .map(|i| spec.class.unwrap_or(((done + i) as i64) % label_dim))
-                .collect();
-            samplers::one_hot(&classes, label_dim, device)
-        });
-        let x = match &spec.sampler {
-            Sampler::Grid(g) => {
-                samplers::consistency_sample(&net, &z, labels.as_ref(), g, || z.randn_like())
-            }
-            Sampler::Heun(steps) => {
-                let grid = samplers::karras_grid(*steps, 0.002, 80.0, 7.0);
-                samplers::heun_sample(&net, &z, labels.as_ref(), &grid)
-            }
+        let labels = match spec.class {
+            Some(k) => Some(labels::one_hot(&vec![k; m], label_dim, device)),
+            None => labels::cycling(done as i64, m as i64, label_dim, device),
         };
-        chunks.push(samplers::to_u8(&x));
+        let x = spec
+            .sampler
+            .sample(&net, &z, labels.as_ref(), || z.randn_like());
+        let images = to_u8(&x);
+        match &mut out {
+            Output::Npy(w) => w.append(&images)?,
+            Output::Png(chunks) => chunks.push(images),
+        }
         done += m;
     }
-    let images = Tensor::cat(&chunks, 0);
-    match ext.as_deref() {
-        Some("npy") => samplers::write_npy(&spec.out, &images)?,
-        _ => samplers::write_png_grid(&spec.out, &images)?,
+    let seconds = started.elapsed().as_secs_f64();
+    match out {
+        Output::Npy(w) => w.finish()?,
+        Output::Png(chunks) => write_png_grid(&spec.out, &Tensor::cat(&chunks, 0))?,
     }
-    Ok(images)
+    Ok(SampleSummary {
+        out: spec.out.clone(),
+        shape,
+        evaluations_per_image: spec.sampler.evaluations(),
+        seconds,
+        images_per_second: if seconds > 0.0 {
+            spec.n as f64 / seconds
+        } else {
+            0.0
+        },
+    })
 }

@@ -1,11 +1,11 @@
 //! The `ect-unet` network as a [`Denoiser`]: maps a [`Pass`] to coefficient and dropout modes and owns the
 //! dropout tape shared by the student and teacher passes of one loss evaluation.
 
-use ect_unet::{CoeffMode, DropoutMode, MaskTape, NetworkConfig, Precond};
+use ect_unet::{CoeffMode, DropoutMode, MaskTape, Precond, ValidNetworkConfig};
 use tch::{nn::VarStore, Device, Tensor};
 
 use crate::error::{Result, TrainError};
-use crate::loss::{Denoiser, Pass};
+use crate::denoiser::{Denoiser, Pass};
 
 /// A preconditioned network with its variables.
 pub struct Network {
@@ -26,7 +26,7 @@ impl std::fmt::Debug for Network {
 
 impl Network {
     /// Builds `cfg` on `device` with the reference initialisation (seed torch first for reproducibility).
-    pub fn new(cfg: &NetworkConfig, device: Device) -> Result<Self> {
+    pub fn new(cfg: &ValidNetworkConfig, device: Device) -> Result<Self> {
         let vs = VarStore::new(device);
         let precond = Precond::new(&vs.root(), cfg)
             .map_err(|e| TrainError::external("building the network", e))?;
@@ -35,14 +35,6 @@ impl Network {
             precond,
             tape: MaskTape::new(),
         })
-    }
-
-    /// Parses the `[network]` table of a training config (reference constructor-argument names).
-    pub fn parse_config(table: &toml::Table) -> Result<NetworkConfig> {
-        let json = serde_json::to_value(table)
-            .map_err(|e| TrainError::invalid("network", e.to_string()))?;
-        NetworkConfig::from_json_value(&json)
-            .map_err(|e| TrainError::invalid("network", e.to_string()))
     }
 
     /// Number of trainable parameters.

@@ -11,79 +11,21 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use ect_metrics::samples::Images;
-use ect_metrics::score::{fd_score, open_extractor, stats_of_images, ExtractorChoice};
+use ect_config::train::EvalConfig;
+use ect_metrics::score::{fd_score, open_extractor, stats_of_images};
 use ect_metrics::stats::FeatureStats;
 use ect_metrics::FeatureExtractor;
+use ect_unet::Precond;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
+use crate::checkpoint::TrainState;
 use crate::error::{Result, TrainError};
-use crate::loss::Denoiser;
+use crate::images::to_u8;
+use crate::labels;
+use crate::net::Network;
 use crate::rng::{self, Stream};
-use crate::sample;
-
-/// Periodic evaluation settings (off unless `every > 0`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct EvalConfig {
-    /// Interval in iterations; 0 disables periodic evaluation.
-    pub every: u64,
-    /// Images per sampler and evaluation (FD is biased upwards at small counts: compare runs at equal
-    /// counts).
-    pub samples: usize,
-    /// Images per sampling and feature-extraction batch.
-    pub batch_size: usize,
-    /// The feature extractor (`{ kind = "feature-net", weights = "..." }`, `inception`, `dinov2`).
-    pub extractor: Option<ExtractorChoice>,
-    /// Reference statistics (EDM `.npz` with `mu` and `sigma`) in the extractor's feature space.
-    pub reference: Option<PathBuf>,
-}
-
-impl Default for EvalConfig {
-    fn default() -> Self {
-        Self {
-            every: 0,
-            samples: 1000,
-            batch_size: 250,
-            extractor: None,
-            reference: None,
-        }
-    }
-}
-
-impl EvalConfig {
-    /// Checks the fields periodic evaluation needs, when it is on.
-    pub fn validate(&self) -> Result<()> {
-        if self.every == 0 {
-            return Ok(());
-        }
-        if self.samples < 2 {
-            return Err(TrainError::invalid(
-                "eval.samples",
-                format!(
-                    "needs at least 2 images for a covariance, got {}",
-                    self.samples
-                ),
-            ));
-        }
-        if self.batch_size == 0 {
-            return Err(TrainError::invalid("eval.batch_size", "must be > 0"));
-        }
-        if self.extractor.is_none() {
-            return Err(TrainError::invalid(
-                "eval.extractor",
-                "is required when eval.every > 0, e.g. { kind = \"feature-net\", weights = \"featnet.safetensors\" }",
-            ));
-        }
-        if self.reference.is_none() {
-            return Err(TrainError::invalid(
-                "eval.reference",
-                "is required when eval.every > 0 (statistics from `ect metrics stats`)",
-            ));
-        }
-        Ok(())
-    }
-}
+use crate::sampler::Sampler;
 
 /// One line of `fd.jsonl`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -104,17 +46,6 @@ pub struct FdRecord {
     pub seconds: f64,
 }
 
-/// A sampler of the evaluation: a name and a time grid; `heun` marks EDM's Heun sampler.
-#[derive(Debug, Clone)]
-pub struct EvalSampler {
-    /// Name in `fd.jsonl`.
-    pub name: String,
-    /// The time grid (ends with 0).
-    pub grid: Vec<f64>,
-    /// Heun (diffusion model) rather than consistency sampling.
-    pub heun: bool,
-}
-
 /// The loaded extractor and reference of a run's periodic evaluation.
 pub struct PeriodicEval {
     cfg: EvalConfig,
@@ -130,7 +61,6 @@ impl PeriodicEval {
         if cfg.every == 0 {
             return Ok(None);
         }
-        cfg.validate()?;
         let choice = cfg.extractor.as_ref().expect("validated");
         let reference_path = cfg.reference.as_ref().expect("validated");
         let metrics_err =
@@ -164,43 +94,30 @@ impl PeriodicEval {
         step % self.cfg.every == 0
     }
 
-    /// Samples with each sampler, scores, appends the records to `fd.jsonl` and returns them.
-    ///
-    /// # Shapes
-    /// Images are `[samples, channels, resolution, resolution]`; `labels(n)` gives `[n, L]` one-hot
-    /// labels for class-conditional networks.
-    #[allow(clippy::too_many_arguments)]
+    /// Samples with each sampler from `net` (its current weights), scores, appends the records to
+    /// `fd.jsonl` and returns them. Classes cycle for class-conditional networks.
     pub fn evaluate(
         &self,
-        net: &dyn Denoiser,
-        samplers: &[EvalSampler],
-        image_shape: [i64; 3],
-        labels: &dyn Fn(i64, i64) -> Option<Tensor>,
+        net: &Network,
+        samplers: &[Sampler],
         seed: u64,
-        step: u64,
-        images_seen: u64,
-        device: Device,
+        state: &TrainState,
     ) -> Result<Vec<FdRecord>> {
         let mut records = Vec::new();
-        let [c, h, w] = image_shape;
+        let cfg: &Precond = &net.precond;
+        let (c, h, device) = (cfg.img_channels(), cfg.img_resolution(), net.vs.device());
         for sampler in samplers {
             let start = Instant::now();
             // The same noise at every evaluation, so the curve shows the model changing, not the noise.
             rng::seed_torch(seed, 0, Stream::Eval);
-            let mut pixels = Vec::with_capacity(self.cfg.samples * (c * h * w) as usize);
+            let mut pixels = Vec::with_capacity(self.cfg.samples * (c * h * h) as usize);
             let mut first = 0i64;
             while (first as usize) < self.cfg.samples {
                 let n = (self.cfg.samples - first as usize).min(self.cfg.batch_size) as i64;
-                let z = Tensor::randn([n, c, h, w], (Kind::Float, device));
-                let y = labels(first, n);
-                let x = if sampler.heun {
-                    sample::heun_sample(net, &z, y.as_ref(), &sampler.grid)
-                } else {
-                    sample::consistency_sample(net, &z, y.as_ref(), &sampler.grid, || {
-                        z.randn_like()
-                    })
-                };
-                let u8s = sample::to_u8(&x);
+                let z = Tensor::randn([n, c, h, h], (Kind::Float, device));
+                let y = labels::cycling(first, n, cfg.label_dim(), device);
+                let x = sampler.sample(net, &z, y.as_ref(), || z.randn_like());
+                let u8s = to_u8(&x);
                 pixels.extend(Vec::<u8>::try_from(u8s.flatten(0, -1)).map_err(|e| {
                     TrainError::invalid("eval", format!("reading samples back: {e}"))
                 })?);
@@ -211,7 +128,7 @@ impl PeriodicEval {
                 n: self.cfg.samples,
                 c: c as usize,
                 h: h as usize,
-                w: w as usize,
+                w: h as usize,
             };
             let score = stats_of_images(&images, self.extractor.as_ref(), self.cfg.batch_size)
                 .and_then(|stats| {
@@ -225,9 +142,9 @@ impl PeriodicEval {
                 })
                 .map_err(|e| TrainError::invalid("eval", e.to_string()))?;
             records.push(FdRecord {
-                step,
-                images_seen,
-                sampler: sampler.name.clone(),
+                step: state.step,
+                images_seen: state.images_seen,
+                sampler: sampler.name(),
                 metric: self.metric.clone(),
                 fd: score.value,
                 samples: score.num_samples,

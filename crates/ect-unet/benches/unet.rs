@@ -71,7 +71,8 @@ impl Setup {
         let dev = device();
         tch::manual_seed(0);
         let vs = VarStore::new(dev);
-        let net = Precond::new(&vs.root(), cfg).expect("valid preset");
+        let cfg = cfg.clone().validated().expect("valid preset");
+        let net = Precond::new(&vs.root(), &cfg).expect("valid preset");
         let x0 = Tensor::randn([batch, 3, 32, 32], (Kind::Float, dev)).clamp(-1.0, 1.0);
         let eps = Tensor::randn([batch, 3, 32, 32], (Kind::Float, dev));
         let t = (Tensor::randn([batch], (Kind::Float, dev)) * 2.0 - 1.1).exp();

@@ -1,7 +1,7 @@
 //! Dropout whose masks can be recorded in one forward pass and replayed in another.
 //!
 //! ECT's teacher pass `f(x_r, r)` must see the same dropout masks as the student pass `f(x_t, t)`
-//! (SPEC-ECT section 3, step 5). The reference gets that by saving and restoring the CUDA RNG state;
+//! (docs/method.md §3, step 5). The reference gets that by saving and restoring the CUDA RNG state;
 //! tch cannot, so the student pass records its masks on a [`MaskTape`] and the teacher pass replays them.
 
 use std::cell::{Cell, RefCell};

@@ -424,8 +424,8 @@ impl Edm2UNet {
         });
         let emb_fourier = MPFourier::new(&b.sub("emb_fourier"), cnoise);
         let emb_noise = MPConv::new(&b.sub("emb_noise"), cnoise, cemb, None);
-        let emb_label = (cfg.label_dim != 0)
-            .then(|| MPConv::new(&b.sub("emb_label"), cfg.label_dim, cemb, None));
+        let emb_label = (cfg.image.label_dim != 0)
+            .then(|| MPConv::new(&b.sub("emb_label"), cfg.image.label_dim, cemb, None));
         let block = |cin, cout, flavor, resample_mode, attention, res: i64| BlockConfig {
             in_channels: cin,
             out_channels: cout,
@@ -448,9 +448,9 @@ impl Edm2UNet {
         let be = b.sub("enc");
         let mut enc = Vec::new();
         let mut skips = Vec::new();
-        let mut cout = cfg.img_channels + 1;
+        let mut cout = cfg.image.img_channels + 1;
         for (level, &channels) in cblock.iter().enumerate() {
-            let res = cfg.img_resolution >> level;
+            let res = cfg.image.img_resolution >> level;
             if level == 0 {
                 let cin = cout;
                 cout = channels;
@@ -485,7 +485,7 @@ impl Edm2UNet {
         let bd = b.sub("dec");
         let mut dec = Vec::new();
         for (level, &channels) in cblock.iter().enumerate().rev() {
-            let res = cfg.img_resolution >> level;
+            let res = cfg.image.img_resolution >> level;
             let sub = |s: &str| bd.sub(&format!("{res}x{res}_{s}"));
             if level == cblock.len() - 1 {
                 dec.push((
@@ -519,7 +519,7 @@ impl Edm2UNet {
                 dec.push((true, Block::new(&sub(&format!("block{idx}")), &c)?));
             }
         }
-        let out_conv = MPConv::new(&b.sub("out_conv"), cout, cfg.img_channels, Some(3));
+        let out_conv = MPConv::new(&b.sub("out_conv"), cout, cfg.image.img_channels, Some(3));
         Ok(Edm2UNet {
             out_gain,
             emb_fourier,

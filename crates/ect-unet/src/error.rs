@@ -94,6 +94,17 @@ fn describe_mismatch(
     s
 }
 
+impl From<ect_config::NetworkConfigError> for UnetError {
+    fn from(e: ect_config::NetworkConfigError) -> Self {
+        match e {
+            ect_config::NetworkConfigError::Config { field, reason } => UnetError::Config { field, reason },
+            ect_config::NetworkConfigError::Parse { origin, reason } => {
+                UnetError::ConfigParse { origin, reason }
+            }
+        }
+    }
+}
+
 impl UnetError {
     pub(crate) fn config(field: &str, reason: impl Into<String>) -> Self {
         UnetError::Config {

@@ -27,15 +27,10 @@
 //! Training compute is usually quoted as 3x the forward figure per image (the backward pass costs about
 //! twice the forward); an ECT step evaluates the student forward and backward plus a teacher forward.
 
-use crate::builder::Builder;
-use crate::config::NetworkConfig;
-use crate::dropout::DropoutMode;
-use crate::error::UnetError;
-use crate::precond::{CoeffMode, Precond};
 use std::cell::Cell;
 use std::fmt;
 use std::ops::{Add, AddAssign};
-use tch::{nn::VarStore, Device, Kind, Tensor};
+use tch::Tensor;
 
 /// Multiply-accumulate counts of one or more forward passes, by kind of layer.
 ///
@@ -228,34 +223,4 @@ pub(crate) fn bmm(a: &Tensor, b: &Tensor) {
 /// A batched product `[B, M, K] x [B, K, N]` of attention, by its dimensions.
 pub(crate) fn bmm_dims(b: i64, m: i64, k: i64, n: i64) {
     record(OpKind::Attention, || (b * m * k * n) as u64);
-}
-
-/// MACs of one evaluation-mode forward pass of `cfg`'s preconditioned network on one image
-/// (`img_channels x img_resolution^2`, `sigma = 1`, a one-hot class label when `label_dim > 0`).
-///
-/// The network is built without allocating its weights (every parameter a stride-0 view of one
-/// zero) and run once on the CPU, so the figure comes from the real forward code at real shapes; it
-/// costs one batch-1 forward (about a second for DDPM++ at 32x32, more for EDM2 at 64x64).
-/// Errors are the config's validation errors.
-pub fn forward_flops_per_image(cfg: &NetworkConfig) -> Result<FlopCount, UnetError> {
-    let vs = VarStore::new(Device::Cpu);
-    let net = Precond::build(&Builder::shapes_only(vs.root()), cfg)?;
-    let opts = (Kind::Float, Device::Cpu);
-    let (c, r, l) = (cfg.img_channels(), cfg.img_resolution(), cfg.label_dim());
-    let x = Tensor::zeros([1, c, r, r], opts);
-    let sigma = Tensor::ones([1], opts);
-    let labels =
-        (l > 0).then(|| Tensor::zeros([1, l], opts).index_fill(1, &Tensor::from(0i64), 1.0));
-    let (_, count) = tch::no_grad(|| {
-        count_flops(|| {
-            net.forward(
-                &x,
-                &sigma,
-                labels.as_ref(),
-                CoeffMode::Eval,
-                DropoutMode::Off,
-            )
-        })
-    });
-    Ok(count)
 }

@@ -5,7 +5,7 @@
 //! - [`dhariwal::DhariwalUNet`]: ADM, class-conditional;
 //! - [`edm2::Edm2UNet`]: the EDM2 magnitude-preserving UNet used for ImageNet 64;
 //! - [`Precond`]: the preconditioning wrappers `ECMPrecond`, `EDMPrecond`, `edm2.Precond`
-//!   (SPEC-ECT section 2), selected by [`NetworkConfig`].
+//!   (docs/method.md §2), selected by [`NetworkConfig`].
 //!
 //! Parameter and buffer names equal the reference state dicts (`model.enc.32x32_block0.conv0.weight`,
 //! `unet.emb_fourier.freqs`, ...): buffers live in the VarStore as non-trainable variables, so
@@ -20,7 +20,6 @@
 
 pub mod block;
 pub mod builder;
-pub mod config;
 pub mod count;
 pub mod dhariwal;
 pub mod dropout;
@@ -33,14 +32,18 @@ pub mod precond;
 pub mod song;
 pub mod weights;
 
-pub use config::{
+/// The network configurations, defined in the torch-free `ect-config` crate (beside the training
+/// configuration that holds them) and re-exported here under their historical path.
+pub use ect_config::network as config;
+pub use ect_config::network::{
     DecoderType, DhariwalUNetConfig, EcmConfig, Edm2Config, EdmConfig, EmbeddingType, EncoderType,
-    ModelConfig, NetworkConfig, SongUNetConfig,
+    ModelConfig, NetworkConfig, NetworkConfigError, PrecondFields, SongUNetConfig,
+    ValidNetworkConfig,
 };
-pub use count::{count_parameters, try_count_parameters};
+pub use count::{count_parameters, forward_flops_per_image, try_count_parameters};
 pub use dropout::{DropoutMode, MaskTape};
 pub use error::UnetError;
-pub use flops::{count_flops, forward_flops_per_image, FlopCount};
+pub use flops::{count_flops, FlopCount};
 pub use parity::{check_fixture, ParityReport};
 pub use precond::{CoeffMode, Precond};
 pub use weights::{load_weights, save_weights};

@@ -2,7 +2,7 @@
 //! `weights.safetensors`, `io.safetensors`, as produced from the authors' PyTorch code) and reports
 //! the relative errors `max|out - ref| / max|ref|` in evaluation and training mode.
 
-use crate::config::{ModelConfig, NetworkConfig};
+use ect_config::network::{ModelConfig, NetworkConfig, ValidNetworkConfig};
 use crate::dropout::DropoutMode;
 use crate::error::UnetError;
 use crate::precond::{CoeffMode, Precond};
@@ -17,7 +17,7 @@ pub struct ParityReport {
     /// The reference class name from `meta.json` (`ECMPrecond`, `edm2.Precond`, ...).
     pub network: String,
     /// The parsed configuration.
-    pub config: NetworkConfig,
+    pub config: ValidNetworkConfig,
     /// Relative error of the evaluation-mode output against `out_eval`.
     pub rel_err_eval: f64,
     /// Relative error of the training-mode output (dropout off) against `out_train`.
@@ -82,7 +82,7 @@ pub fn check_fixture_on(dir: &Path, device: Device) -> Result<ParityReport, Unet
         .ok_or_else(|| fixture_err("meta.json has no string field `network`".into()))?
         .to_string();
     let config =
-        NetworkConfig::from_class_and_args(&network, &meta["config"]).map_err(|e| match e {
+        NetworkConfig::from_class_and_args(&network, &meta["config"]).map_err(|e| match e.into() {
             UnetError::ConfigParse { reason, .. } => UnetError::ConfigParse {
                 origin: Some(meta_path.clone()),
                 reason,
@@ -182,15 +182,7 @@ pub fn check_fixture_on(dir: &Path, device: Device) -> Result<ParityReport, Unet
 
 /// `augment_dim` of the architecture (0 for EDM2, which has no augmentation labels).
 fn augment_dim(config: &NetworkConfig) -> i64 {
-    let model = match config {
-        NetworkConfig::Ecm(c) => &c.model,
-        NetworkConfig::Edm(c) => &c.model,
-        NetworkConfig::Edm2(_) => return 0,
-    };
-    match model {
-        ModelConfig::SongUNet(c) => c.augment_dim,
-        ModelConfig::DhariwalUNet(c) => c.augment_dim,
-    }
+    config.model().map_or(0, ModelConfig::augment_dim)
 }
 
 /// The conditioning tensor `name` of the io file, checked against the network's `dim` (config field

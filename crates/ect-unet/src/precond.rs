@@ -1,11 +1,11 @@
 //! Preconditioning wrappers: `D(x; sigma) = c_skip x + c_out F(c_in x, c_noise)` (EDM section 5),
-//! with the ECM evaluation-mode shift (SPEC-ECT section 2).
+//! with the ECM evaluation-mode shift (docs/method.md §2).
 //!
 //! The coefficients are the formulas of `ect_schedule::precond`, evaluated here as tensor ops on the
 //! batch's `sigma` in the reference's order of operations, so a GPU forward never syncs to the host.
 
 use crate::builder::Builder;
-use crate::config::{ModelConfig, NetworkConfig};
+use ect_config::network::{ModelConfig, NetworkConfig, ValidNetworkConfig};
 use crate::dhariwal::DhariwalUNet;
 use crate::dropout::DropoutMode;
 use crate::edm2::Edm2UNet;
@@ -22,6 +22,19 @@ pub enum CoeffMode {
     Eval,
 }
 
+/// `D(x; s) = c_skip x + c_out F(c_in x, c_noise)`: the four coefficients at a batch of noise levels.
+#[derive(Debug)]
+pub struct Coefficients {
+    /// Weight of the input.
+    pub c_skip: Tensor,
+    /// Weight of the network's output.
+    pub c_out: Tensor,
+    /// Input scaling.
+    pub c_in: Tensor,
+    /// The network's noise conditioning, `ln(s) / 4`.
+    pub c_noise: Tensor,
+}
+
 #[derive(Debug)]
 enum Net {
     Song(SongUNet),
@@ -33,19 +46,18 @@ enum Net {
 #[derive(Debug)]
 pub struct Precond {
     net: Net,
-    cfg: NetworkConfig,
+    cfg: ValidNetworkConfig,
 }
 
 impl Precond {
     /// Builds the network under `root` (parameters `root.model.*` or, for EDM2, `root.unet.*`) with the
     /// reference initialization; seed torch (`tch::manual_seed`) first for a reproducible init.
-    pub fn new(root: &nn::Path<'_>, cfg: &NetworkConfig) -> Result<Self, UnetError> {
+    pub fn new(root: &nn::Path<'_>, cfg: &ValidNetworkConfig) -> Result<Self, UnetError> {
         Self::build(&Builder::new(root.clone()), cfg)
     }
 
     /// Builds under an explicit [`Builder`] (a shapes-only builder counts parameters without allocating).
-    pub fn build(b: &Builder<'_>, cfg: &NetworkConfig) -> Result<Self, UnetError> {
-        cfg.validate()?;
+    pub fn build(b: &Builder<'_>, cfg: &ValidNetworkConfig) -> Result<Self, UnetError> {
         let (res, ch, labels) = (cfg.img_resolution(), cfg.img_channels(), cfg.label_dim());
         let model = |m: &ModelConfig| -> Result<Net, UnetError> {
             let b = b.sub("model");
@@ -56,7 +68,7 @@ impl Precond {
                 }
             })
         };
-        let net = match cfg {
+        let net = match cfg.get() {
             NetworkConfig::Ecm(c) => model(&c.model)?,
             NetworkConfig::Edm(c) => model(&c.model)?,
             NetworkConfig::Edm2(c) => Net::Edm2(Edm2UNet::new(&b.sub("unet"), c)?),
@@ -68,7 +80,7 @@ impl Precond {
     }
 
     /// The configuration this network was built from.
-    pub fn config(&self) -> &NetworkConfig {
+    pub fn config(&self) -> &ValidNetworkConfig {
         &self.cfg
     }
 
@@ -94,6 +106,35 @@ impl Precond {
             for c in u.convs() {
                 c.force_normalize();
             }
+        }
+    }
+
+    /// The preconditioning coefficients at `sigma`, as tensor ops in the reference's order of operations
+    /// (the formulas of `ect_schedule::precond`, which the tests compare them with).
+    ///
+    /// # Shapes
+    /// sigma: any shape, f32 -> four tensors of that shape.
+    pub fn coefficients(&self, sigma: &Tensor, mode: CoeffMode) -> Coefficients {
+        let sd = self.cfg.sigma_data();
+        let sd2 = sd * sd;
+        let s2 = sigma.square();
+        let (c_skip, c_out) = match (self.cfg.get(), mode) {
+            (NetworkConfig::Ecm(c), CoeffMode::Eval) => {
+                let shifted = sigma - c.sigma_min;
+                let c_skip = (shifted.square() + sd2).reciprocal() * sd2;
+                let c_out = shifted * sd / (&s2 + sd2).sqrt();
+                (c_skip, c_out)
+            }
+            _ => (
+                (&s2 + sd2).reciprocal() * sd2,
+                sigma * sd / (&s2 + sd2).sqrt(),
+            ),
+        };
+        Coefficients {
+            c_skip,
+            c_out,
+            c_in: (&s2 + sd2).sqrt().reciprocal(),
+            c_noise: sigma.log() / 4.0,
         }
     }
 
@@ -136,23 +177,13 @@ impl Precond {
             Some(l) => l.to_kind(Kind::Float).reshape([-1, label_dim]),
             None => Tensor::zeros([1, label_dim], (Kind::Float, x.device())),
         });
-        let sd = self.cfg.sigma_data();
-        let sd2 = sd * sd;
-        let s2 = sigma.square();
-        let (c_skip, c_out) = match (&self.cfg, coeffs) {
-            (NetworkConfig::Ecm(c), CoeffMode::Eval) => {
-                let shifted = &sigma - c.sigma_min;
-                let c_skip = (shifted.square() + sd2).reciprocal() * sd2;
-                let c_out = shifted * sd / (&s2 + sd2).sqrt();
-                (c_skip, c_out)
-            }
-            _ => (
-                (&s2 + sd2).reciprocal() * sd2,
-                &sigma * sd / (&s2 + sd2).sqrt(),
-            ),
-        };
-        let c_in = (&s2 + sd2).sqrt().reciprocal();
-        let c_noise = sigma.log().flatten(0, -1) / 4.0;
+        let Coefficients {
+            c_skip,
+            c_out,
+            c_in,
+            c_noise,
+        } = self.coefficients(&sigma, coeffs);
+        let c_noise = c_noise.flatten(0, -1);
         let x_in = &c_in * &x;
         let f = match &self.net {
             Net::Song(n) => n.forward(&x_in, &c_noise, labels.as_ref(), augment_labels, &dropout),

@@ -1,7 +1,6 @@
 //! `ect flops`: the training compute of a configuration, counted from the network's own forward pass
 //! (`ect_unet::flops`), for compute budgets and scaling sweeps.
 
-use ect_train::config::ObjectiveConfig;
 use serde_json::json;
 use std::path::PathBuf;
 
@@ -16,27 +15,18 @@ pub struct FlopsArgs {
     pub set: Vec<String>,
 }
 
-/// Forward passes' worth of compute in one training step per image: the backward pass costs about two
-/// forwards, and the consistency objectives add a teacher forward without gradients.
-pub fn forward_equivalents(objective: &ObjectiveConfig) -> f64 {
-    match objective {
-        ObjectiveConfig::Edm { .. } => 3.0,
-        ObjectiveConfig::Ect { .. } | ObjectiveConfig::Ict { .. } => 4.0,
-    }
-}
-
 /// `ect flops`: prints one JSON object.
 pub fn run(a: &FlopsArgs) -> anyhow::Result<()> {
-    let cfg = crate::train_cmd::load_config(&a.config, &a.set)?;
+    let cfg = ect_config::TrainConfig::load(&a.config, &a.set)?;
     let origin = a.config.display().to_string();
-    let net = ect_train::net::Network::parse_config(&cfg.network)?;
-    let params = ect_unet::count::try_count_parameters(&net)?;
-    let fwd = ect_unet::flops::forward_flops_per_image(&net)?;
+    let params = ect_unet::count_parameters(&cfg.network)?;
+    let fwd = ect_unet::forward_flops_per_image(&cfg.network)?;
     let forward = fwd.flops() as f64;
-    let per_step = forward_equivalents(&cfg.objective);
+    let objective = ect_train::objective::from_config(&cfg);
+    let per_step = objective.forward_equivalents();
     let out = json!({
         "config": origin,
-        "objective": cfg.objective.name(),
+        "objective": objective.name(),
         "parameters": params,
         "forward_flops_per_image": forward,
         "forward_breakdown_macs": {

@@ -9,6 +9,7 @@ mod host_allocator;
 mod info;
 mod metrics_cmd;
 mod parity_cmd;
+mod torch_errors;
 mod train_cmd;
 
 use clap::{Parser, Subcommand};
@@ -47,8 +48,8 @@ enum Command {
 /// Prints the error chain on one line per cause, without a backtrace (users' errors are not bugs).
 fn main() -> std::process::ExitCode {
     host_allocator::keep_freed_memory();
-    match run(Cli::parse()) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+    match torch_errors::catch(|| run(Cli::parse())) {
+        Ok(status) => std::process::ExitCode::from(status),
         Err(err) => {
             eprintln!("error: {err:#}");
             std::process::ExitCode::FAILURE
@@ -56,15 +57,17 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+/// Runs the command; the exit status of a success (0, or `train_cmd::EXIT_STOPPED`).
+fn run(cli: Cli) -> anyhow::Result<u8> {
+    let done = |r: anyhow::Result<()>| r.map(|()| 0);
     match cli.command {
-        Command::Info(args) => info::run(&args),
-        Command::Data(cmd) => data_cmd::run(&cmd),
-        Command::Metrics(cmd) => metrics_cmd::run(&cmd),
+        Command::Info(args) => done(info::run(&args)),
+        Command::Data(cmd) => done(data_cmd::run(&cmd)),
+        Command::Metrics(cmd) => done(metrics_cmd::run(&cmd)),
         Command::Train(args) => train_cmd::train(&args),
         Command::Resume(args) => train_cmd::resume(&args),
         Command::Sample(args) => train_cmd::sample(&args),
-        Command::Parity(args) => parity_cmd::run(&args),
-        Command::Flops(args) => flops_cmd::run(&args),
+        Command::Parity(args) => done(parity_cmd::run(&args)),
+        Command::Flops(args) => done(flops_cmd::run(&args)),
     }
 }

@@ -1,8 +1,15 @@
 //! `ect train`, `ect resume` and `ect sample`: the training loop and the samplers of `ect-train`.
+//!
+//! Exit statuses: 0 when the run finished, [`EXIT_STOPPED`] when it stopped early with a checkpoint
+//! written (SIGINT, SIGTERM, SIGHUP or `--stop-at-step`; `ect resume` continues it), 1 on an error.
 
 use anyhow::{bail, Context};
-use ect_train::{RunOptions, RunSummary, SampleSpec, Sampler, WeightsChoice};
+use ect_config::{DeviceSpec, TrainConfig};
+use ect_train::{ResumeOptions, RunOptions, RunSummary, SampleSpec, Sampler, WeightsChoice};
 use std::path::{Path, PathBuf};
+
+/// Exit status of a run that stopped before its last step with a checkpoint written.
+pub const EXIT_STOPPED: u8 = 3;
 
 /// Options of `ect train`.
 #[derive(Debug, clap::Args)]
@@ -22,9 +29,13 @@ pub struct TrainArgs {
 pub struct ResumeArgs {
     /// The run directory.
     pub run_dir: PathBuf,
-    /// Raise the total number of iterations (extend a finished run).
+    /// Raise the total number of iterations (extend a finished run); it cannot go below the steps done.
     #[arg(long)]
     pub iterations: Option<u64>,
+    /// Continue even though `config.json` was edited in ways that change the training (learning rate,
+    /// batch size, ...); the run then no longer equals an uninterrupted one.
+    #[arg(long)]
+    pub allow_config_changes: bool,
     #[command(flatten)]
     pub run: RunFlags,
 }
@@ -47,7 +58,7 @@ impl RunFlags {
     fn options(&self) -> RunOptions {
         RunOptions {
             stop_at_step: self.stop_at_step,
-            handle_ctrl_c: true,
+            handle_signals: true,
             quiet: self.quiet,
             stop_flag: None,
         }
@@ -89,76 +100,69 @@ pub struct SampleArgs {
     pub class: Option<i64>,
     /// `auto`, `cpu`, `cuda` or `cuda:N`.
     #[arg(long, default_value = "auto")]
-    pub device: String,
-    /// Output: `.npy` (u8, N,C,H,W) or `.png` (a grid).
+    pub device: DeviceSpec,
+    /// Output: `.npy` (u8, N,C,H,W; written as images are generated) or `.png` (a grid).
     #[arg(long)]
     pub out: PathBuf,
 }
 
-fn finish(summary: &RunSummary, path: Option<&Path>) -> anyhow::Result<()> {
+/// Prints the summary (and writes it to `path`); the exit status says whether the run finished.
+fn finish(summary: &RunSummary, path: Option<&Path>) -> anyhow::Result<u8> {
     let json = serde_json::to_string(summary)?;
     if let Some(path) = path {
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, &json).with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+        ect_config::atomic::write_atomic(path, json.as_bytes())?;
     }
     println!("{json}");
-    Ok(())
+    Ok(if summary.interrupted { EXIT_STOPPED } else { 0 })
 }
 
 /// `ect train`. An `[experiment]` table (read by `cargo xtask train-ect`: pretraining and evaluation
 /// settings) is ignored, so experiment presets also work here as plain training configurations.
-pub fn train(a: &TrainArgs) -> anyhow::Result<()> {
+pub fn train(a: &TrainArgs) -> anyhow::Result<u8> {
     let opts = a.run.options();
-    let cfg = load_config(&a.config, &a.set)?;
+    let cfg = TrainConfig::load(&a.config, &a.set)?;
     let origin = a.config.display().to_string();
     let summary =
         ect_train::train(&cfg, &opts).with_context(|| format!("training with {origin}"))?;
     finish(&summary, a.run.summary.as_deref())
 }
 
-/// Reads a training configuration, ignoring an `[experiment]` table, and applies `--set` overrides.
-pub fn load_config(path: &Path, set: &[String]) -> anyhow::Result<ect_train::TrainConfig> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut doc: toml::Table =
-        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-    doc.remove("experiment");
-    let origin = path.display().to_string();
-    Ok(ect_train::TrainConfig::from_toml_str(
-        &toml::to_string(&doc)?,
-        &origin,
-        set,
-    )?)
-}
-
 /// `ect resume`.
-pub fn resume(a: &ResumeArgs) -> anyhow::Result<()> {
+pub fn resume(a: &ResumeArgs) -> anyhow::Result<u8> {
     let opts = a.run.options();
-    let summary = ect_train::resume(&a.run_dir, a.iterations, &opts)
+    let resume = ResumeOptions {
+        iterations: a.iterations,
+        allow_config_changes: a.allow_config_changes,
+    };
+    let summary = ect_train::resume(&a.run_dir, &resume, &opts)
         .with_context(|| format!("resuming {}", a.run_dir.display()))?;
     finish(&summary, a.run.summary.as_deref())
 }
 
-/// `ect sample`.
-pub fn sample(a: &SampleArgs) -> anyhow::Result<()> {
-    let sampler = match (a.steps, &a.grid, a.heun) {
-        (Some(1), None, None) => Sampler::Grid(ect_schedule::sampling::one_step()),
-        (Some(2), None, None) => Sampler::Grid(ect_schedule::sampling::two_step(
-            ect_schedule::sampling::CIFAR_TWO_STEP_MID,
-        )),
+/// The sampler the flags choose.
+fn sampler(a: &SampleArgs) -> anyhow::Result<Sampler> {
+    use ect_schedule::sampling::{self, EDM_RHO, EDM_SIGMA_MAX, EDM_SIGMA_MIN};
+    Ok(match (a.steps, &a.grid, a.heun) {
+        (Some(1), None, None) => Sampler::consistency(sampling::one_step())?,
+        (Some(2), None, None) => {
+            Sampler::consistency(sampling::two_step(sampling::CIFAR_TWO_STEP_MID))?
+        }
         (Some(s), None, None) => {
             bail!("--steps {s}: the presets are 1 and 2; give other grids with --grid")
         }
-        (None, Some(g), None) => Sampler::Grid(g.clone()),
-        (None, None, Some(n)) => Sampler::Heun(n),
+        (None, Some(g), None) => Sampler::consistency(g.clone())?,
+        (None, None, Some(n)) => Sampler::heun(n, EDM_SIGMA_MIN, EDM_SIGMA_MAX, EDM_RHO)?,
         (None, None, None) => bail!("choose a sampler: --steps 1|2, --grid T0,...,0 or --heun N"),
         _ => bail!("choose one sampler: --steps, --grid or --heun"),
-    };
+    })
+}
+
+/// `ect sample`: prints a JSON summary (file, shape, images/s).
+pub fn sample(a: &SampleArgs) -> anyhow::Result<u8> {
     let spec = SampleSpec {
         source: a.from.clone(),
         network_config: a.network_config.clone(),
-        sampler,
+        sampler: sampler(a)?,
         n: a.n,
         batch: a.batch,
         seed: a.seed,
@@ -168,16 +172,18 @@ pub fn sample(a: &SampleArgs) -> anyhow::Result<()> {
         } else {
             WeightsChoice::Ema(0)
         },
-        device: a.device.clone(),
+        device: a.device,
         class: a.class,
     };
-    let images =
+    let summary =
         ect_train::sample(&spec).with_context(|| format!("sampling from {}", a.from.display()))?;
     eprintln!(
-        "wrote {} images {:?} to {}",
-        images.size()[0],
-        images.size(),
-        a.out.display()
+        "wrote {} images {:?} to {} ({:.1} images/s)",
+        summary.shape[0],
+        summary.shape,
+        a.out.display(),
+        summary.images_per_second
     );
-    Ok(())
+    println!("{}", serde_json::to_string(&summary)?);
+    Ok(0)
 }

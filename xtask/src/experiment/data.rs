@@ -2,6 +2,7 @@
 //! download (checksums verified).
 
 use anyhow::{bail, Context};
+use ect_config::TrainConfig;
 use ect_data::fetch;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -15,16 +16,8 @@ pub const FASHION_MNIST: &str = "fashion-mnist";
 /// looked up with [`ect_data::fmnist::locate`] (`$ECT_FASHION_MNIST`, the cache, Debian's
 /// `/usr/share/datasets/fashion-mnist`), then fetched: on Debian-family systems with
 /// `apt-get download dataset-fashion-mnist` (no root needed), otherwise from the canonical URLs.
-pub fn resolve(cfg: &mut toml::Table, cache_dir: &Path) -> anyhow::Result<PathBuf> {
-    let data = cfg
-        .entry("data")
-        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-    let data = data.as_table_mut().context("`data` must be a table")?;
-    let path = data
-        .get("path")
-        .and_then(|v| v.as_str())
-        .unwrap_or(FASHION_MNIST)
-        .to_owned();
+pub fn resolve(cfg: &mut TrainConfig, cache_dir: &Path) -> anyhow::Result<PathBuf> {
+    let path = cfg.data.path.display().to_string();
     let resolved = if Path::new(&path).exists() {
         PathBuf::from(&path)
     } else if Path::new(&path)
@@ -38,10 +31,7 @@ pub fn resolve(cfg: &mut toml::Table, cache_dir: &Path) -> anyhow::Result<PathBu
              \"{FASHION_MNIST}\" to have it found or fetched"
         );
     };
-    data.insert(
-        "path".into(),
-        toml::Value::String(resolved.display().to_string()),
-    );
+    cfg.data.path = resolved.clone();
     Ok(resolved)
 }
 
@@ -185,11 +175,10 @@ mod tests {
     fn existing_path_is_kept_and_missing_path_is_named() {
         let dir = std::env::temp_dir().join(format!("xtask-data-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let mut cfg: toml::Table =
-            toml::from_str(&format!("[data]\npath = {:?}\n", dir.display().to_string())).unwrap();
+        let mut cfg = TrainConfig::default();
+        cfg.data.path = dir.clone();
         assert_eq!(resolve(&mut cfg, &dir).unwrap(), dir);
-        let mut cfg: toml::Table =
-            toml::from_str("[data]\npath = \"/nonexistent/cifar\"\n").unwrap();
+        cfg.data.path = "/nonexistent/cifar".into();
         let err = resolve(&mut cfg, &dir).unwrap_err().to_string();
         assert!(err.contains("/nonexistent/cifar"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
@@ -228,12 +217,10 @@ mod tests {
             );
             return;
         }
-        let mut cfg: toml::Table = toml::from_str("[data]\npath = \"fashion-mnist\"\n").unwrap();
+        let mut cfg = TrainConfig::default();
+        cfg.data.path = "fashion-mnist".into();
         let dir = resolve(&mut cfg, Path::new("/nonexistent-cache")).unwrap();
         assert!(ect_data::fmnist::is_fashion_mnist_dir(&dir));
-        assert_eq!(
-            cfg["data"]["path"].as_str().unwrap(),
-            dir.display().to_string()
-        );
+        assert_eq!(cfg.data.path, dir);
     }
 }

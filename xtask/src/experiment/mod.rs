@@ -7,17 +7,17 @@
 //! training run is skipped, an interrupted one resumes from its checkpoint.
 
 pub mod data;
-pub mod ect;
 pub mod provenance;
 pub mod report;
 pub mod spec;
 pub mod sweep;
 
-use crate::{ect_bin, libtorch};
+use crate::ect::{args, p, Ect};
+use crate::libtorch;
 use anyhow::{bail, Context};
-use ect::{args, p, Ect};
+use ect_config::train::{EvalConfig, ExtractorChoice, InitConfig};
+use ect_config::{ExperimentConfig, TrainConfig};
 use serde_json::{json, Value};
-use spec::ExperimentSpec;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -53,7 +53,7 @@ pub struct Scorer {
 /// A prepared experiment: spec resolved, `ect` built, run root created.
 pub struct Session {
     /// The experiment.
-    pub spec: ExperimentSpec,
+    pub spec: ExperimentConfig,
     /// The `ect` binary.
     pub ect: Ect,
     /// The run root.
@@ -68,8 +68,8 @@ impl Session {
     /// provenance record.
     pub fn open(a: &ExperimentArgs) -> anyhow::Result<Self> {
         let mut spec = match &a.config {
-            Some(path) => ExperimentSpec::load(path, &a.set)?,
-            None => ExperimentSpec::parse(
+            Some(path) => ExperimentConfig::load(path, &a.set)?,
+            None => ExperimentConfig::parse(
                 spec::DEFAULT_EXPERIMENT,
                 spec::DEFAULT_EXPERIMENT_PATH,
                 &a.set,
@@ -85,18 +85,14 @@ impl Session {
         if let Some(pre) = spec.pretrain.as_mut() {
             data::resolve(pre, &cache_dir().join("datasets"))?;
         }
-        let torch = libtorch::ensure()?;
-        let ect = Ect::new(ect_bin::build(&torch)?);
+        let ect = Ect::build(&libtorch::ensure()?)?;
         let info = ect.run_json(&args(["info", "--json"]))?;
-        let seed = spec.tune.get("seed").and_then(|v| v.as_integer());
-        let record = provenance::record(&ws, &info, seed);
+        let record = provenance::record(&ws, &info, spec.tune.seed);
         write_json(&root.join("provenance.json"), &record)?;
-        let mut experiment = spec.tune.clone();
-        experiment.insert(
-            "experiment".into(),
-            toml::Value::Table(spec.experiment_table.clone()),
-        );
-        std::fs::write(root.join("experiment.toml"), toml::to_string(&experiment)?)?;
+        ect_config::atomic::write_atomic(
+            &root.join("experiment.toml"),
+            spec.to_toml_string()?.as_bytes(),
+        )?;
         Ok(Self {
             spec,
             ect,
@@ -125,18 +121,20 @@ impl Session {
     }
 
     /// The pretraining run's directory (cached by content hash), when the experiment has one.
-    pub fn pretrain_dir(&self) -> Option<PathBuf> {
-        let pre = self.spec.pretrain.as_ref()?;
-        Some(cache_dir().join("pretrained").join(format!(
+    pub fn pretrain_dir(&self) -> anyhow::Result<Option<PathBuf>> {
+        let Some(pre) = self.spec.pretrain.as_ref() else {
+            return Ok(None);
+        };
+        Ok(Some(cache_dir().join("pretrained").join(format!(
             "{}-{}",
             self.spec.name,
-            spec::config_hash(pre)
-        )))
+            spec::config_hash(pre)?
+        ))))
     }
 
     /// Runs (or resumes, or reuses) the diffusion pretraining; returns its run directory.
     pub fn pretrain(&mut self) -> anyhow::Result<Option<PathBuf>> {
-        let Some(dir) = self.pretrain_dir() else {
+        let Some(dir) = self.pretrain_dir()? else {
             return Ok(None);
         };
         let cfg = self
@@ -158,22 +156,21 @@ impl Session {
         let dir = self.root.join("tune");
         let mut cfg = self.spec.tune.clone();
         if let Some(init) = init {
-            let mut t = toml::Table::new();
-            t.insert("kind".into(), "run".into());
-            t.insert("path".into(), p(init).into());
-            cfg.insert("init".into(), toml::Value::Table(t));
+            cfg.init = InitConfig::Run {
+                path: init.to_path_buf(),
+            };
         }
-        if self.spec.eval.fd_every > 0 && !cfg.contains_key("eval") {
+        if self.spec.eval.fd_every > 0 && cfg.eval.every == 0 {
             if let Some(scorer) = self.scorer(&self.root.join("eval"))? {
-                let mut extractor = toml::Table::new();
-                extractor.insert("kind".into(), "feature-net".into());
-                extractor.insert("weights".into(), p(&scorer.net).into());
-                let mut t = toml::Table::new();
-                t.insert("every".into(), (self.spec.eval.fd_every as i64).into());
-                t.insert("samples".into(), (self.spec.eval.fd_samples as i64).into());
-                t.insert("extractor".into(), toml::Value::Table(extractor));
-                t.insert("reference".into(), p(&scorer.reference).into());
-                cfg.insert("eval".into(), toml::Value::Table(t));
+                cfg.eval = EvalConfig {
+                    every: self.spec.eval.fd_every,
+                    samples: self.spec.eval.fd_samples as usize,
+                    extractor: Some(ExtractorChoice::FeatureNet {
+                        weights: scorer.net.clone(),
+                    }),
+                    reference: Some(scorer.reference.clone()),
+                    ..EvalConfig::default()
+                };
             }
         }
         self.timed("tune", |s| train_or_resume(&s.ect, cfg, &dir))?;
@@ -188,14 +185,7 @@ impl Session {
         let e = self.spec.eval.clone();
         let mut jobs: Vec<(String, PathBuf, Vec<String>, u64)> = Vec::new();
         // Samples are named by the tuning run's objective: `ect_1step`, or `ict_1step` for a baseline.
-        let objective = self
-            .spec
-            .tune
-            .get("objective")
-            .and_then(|o| o.get("kind"))
-            .and_then(toml::Value::as_str)
-            .unwrap_or("ect")
-            .to_owned();
+        let objective = self.spec.tune.objective.name();
         for s in &e.steps {
             jobs.push((
                 format!("{objective}_{s}step"),
@@ -336,33 +326,23 @@ impl Session {
 }
 
 fn write_json(path: &Path, value: &Value) -> anyhow::Result<()> {
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(value)?)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    ect_config::atomic::write_atomic(path, &serde_json::to_vec_pretty(value)?)?;
     Ok(())
 }
 
 /// Trains `cfg` into `dir`: skipped when a finished run of the same [`spec::weight_relevant`]
 /// configuration is there, resumed when an interrupted one is, refused when `dir` holds a run of
 /// another configuration.
-pub fn train_or_resume(ect: &Ect, mut cfg: toml::Table, dir: &Path) -> anyhow::Result<()> {
-    let output = cfg
-        .entry("output")
-        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-    output
-        .as_table_mut()
-        .context("`output` must be a table")?
-        .insert("run_dir".into(), p(dir).into());
-    let text = toml::to_string(&cfg)?;
+pub fn train_or_resume(ect: &Ect, mut cfg: TrainConfig, dir: &Path) -> anyhow::Result<()> {
+    cfg.output.run_dir = dir.to_path_buf();
+    let text = toml::to_string(&cfg.to_toml_table()?)?;
     let cfg_file = dir.with_extension("toml");
     let summary = dir.join("summary.json");
     if dir.join("config.json").exists() {
-        let previous = std::fs::read_to_string(&cfg_file)
+        let previous = TrainConfig::load(&cfg_file, &[])
             .ok()
-            .and_then(|t| t.parse::<toml::Table>().ok())
-            .map(|t| spec::weight_relevant(&t));
-        if previous.as_ref() != Some(&spec::weight_relevant(&cfg)) {
+            .and_then(|t| spec::weight_relevant(&t).ok());
+        if previous.as_ref() != Some(&spec::weight_relevant(&cfg)?) {
             bail!(
                 "{} holds a run of another configuration (see {}); remove it or pass --run-dir",
                 dir.display(),
@@ -383,7 +363,7 @@ pub fn train_or_resume(ect: &Ect, mut cfg: toml::Table, dir: &Path) -> anyhow::R
     if let Some(parent) = dir.parent() {
         std::fs::create_dir_all(parent)?;
     }
-    std::fs::write(&cfg_file, &text).with_context(|| format!("writing {}", cfg_file.display()))?;
+    ect_config::atomic::write_atomic(&cfg_file, text.as_bytes())?;
     let mut a = args(["train", "--config"]);
     a.extend([p(&cfg_file), "--summary".into(), p(&summary)]);
     ect.run(&a)
@@ -433,7 +413,7 @@ pub fn eval(run_root: &Path, set: &[String]) -> anyhow::Result<()> {
     };
     let mut s = Session::open(&a)?;
     let tune = run_root.join("tune");
-    let pre = s.pretrain_dir().filter(|d| d.exists());
+    let pre = s.pretrain_dir()?.filter(|d| d.exists());
     let scores = s.evaluate(&tune, pre.as_deref())?;
     println!("{}", serde_json::to_string_pretty(&scores)?);
     Ok(())

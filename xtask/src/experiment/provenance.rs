@@ -25,7 +25,7 @@ pub fn git_revision(root: &Path) -> (Option<String>, Option<bool>) {
 }
 
 /// The provenance record; `ect_info` is the output of `ect info --json`.
-pub fn record(root: &Path, ect_info: &Value, seed: Option<i64>) -> Value {
+pub fn record(root: &Path, ect_info: &Value, seed: u64) -> Value {
     let (rev, dirty) = git_revision(root);
     let args: Vec<String> = std::env::args().collect();
     let now = std::time::SystemTime::now()
@@ -55,7 +55,7 @@ mod tests {
     fn records_revision_and_device() {
         let root = crate::libtorch::workspace_root();
         let info = json!({"libtorch_version": "2.11.0", "cpu_threads": 2, "cuda_available": false, "cuda_devices": []});
-        let rec = record(&root, &info, Some(3));
+        let rec = record(&root, &info, 3);
         assert_eq!(rec["libtorch_version"], "2.11.0");
         assert_eq!(rec["device"], "cpu (2 threads)");
         assert_eq!(rec["seed"], 3);

@@ -245,8 +245,7 @@ pub fn write(
         }
     }
     writeln!(md, "\n## Configuration\n\n```toml\n{exp}```")?;
-    std::fs::write(root.join("report.md"), md)
-        .with_context(|| format!("writing {}", root.join("report.md").display()))?;
+    ect_config::atomic::write_atomic(&root.join("report.md"), md.as_bytes())?;
     Ok(())
 }
 

@@ -12,7 +12,8 @@
 //!
 //! Resumable: finished points are skipped; an interrupted point resumes from its checkpoint.
 
-use super::{spec, train_or_resume, write_json, ExperimentArgs, Scorer, Session};
+use super::{train_or_resume, write_json, ExperimentArgs, Scorer, Session};
+use ect_config::train::InitConfig;
 use crate::plot::{self, Axes, Series};
 use crate::powerlaw::{self, PowerLaw};
 use anyhow::{bail, ensure, Context};
@@ -246,7 +247,7 @@ pub fn run(a: &SweepArgs) -> anyhow::Result<()> {
             .join(&sweep.name)
     });
     std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
-    std::fs::write(root.join("sweep.toml"), &text)?;
+    write_atomic(&root.join("sweep.toml"), &text)?;
     let total = sweep.sizes.len() * budgets.len();
     let mut done = 0;
     for size in &sweep.sizes {
@@ -308,36 +309,23 @@ fn run_point(
     scorer: Option<&Scorer>,
 ) -> anyhow::Result<Point> {
     let mut cfg = session.spec.tune.clone();
-    let base_iterations = cfg
-        .get("iterations")
-        .and_then(toml::Value::as_integer)
-        .context("the base experiment has no `iterations`")? as u64;
-    cfg.insert("iterations".into(), (budget as i64).into());
+    let base_iterations = cfg.iterations;
+    cfg.iterations = budget;
     if sweep.scale_stages {
-        if let Some(period) = cfg
-            .get("schedule")
-            .and_then(|s| s.get("iters_per_stage"))
-            .and_then(toml::Value::as_integer)
-            .filter(|p| *p > 0)
-        {
+        if let Some(period) = cfg.schedule.iters_per_stage.filter(|p| *p > 0) {
             let scaled = ((period as f64) * budget as f64 / base_iterations as f64)
                 .round()
                 .max(1.0);
-            spec::apply_override(
-                &mut cfg,
-                &format!("schedule.iters_per_stage={}", scaled as i64),
-            )?;
+            cfg.schedule.iters_per_stage = Some(scaled as u64);
         }
     }
     // Checkpoints every tenth of the run, so an interrupted point loses little.
-    let every = (budget / 10).max(1) as i64;
-    spec::apply_override(&mut cfg, &format!("output.checkpoint_every={every}"))?;
-    spec::apply_override(&mut cfg, "output.sample_every=0")?;
+    cfg.output.checkpoint_every = (budget / 10).max(1);
+    cfg.output.sample_every = 0;
     if let Some(init) = pretrain {
-        let mut t = toml::Table::new();
-        t.insert("kind".into(), "run".into());
-        t.insert("path".into(), super::ect::p(init).into());
-        cfg.insert("init".into(), toml::Value::Table(t));
+        cfg.init = InitConfig::Run {
+            path: init.to_path_buf(),
+        };
     }
     let tune = dir.join("tune");
     train_or_resume(&session.ect, cfg.clone(), &tune)?;
@@ -352,15 +340,7 @@ fn run_point(
     let flops = network_flops(session, &tune.with_extension("toml"))?;
     let pretrain_flops = match (pretrain, session.spec.pretrain.as_ref()) {
         (Some(_), Some(pre)) => {
-            let iters = pre
-                .get("iterations")
-                .and_then(toml::Value::as_integer)
-                .unwrap_or(0) as f64;
-            let batch = pre
-                .get("batch_size")
-                .and_then(toml::Value::as_integer)
-                .unwrap_or(0) as f64;
-            iters * batch * flops.pretrain_step_per_image
+            (pre.iterations * pre.batch_size) as f64 * flops.pretrain_step_per_image
         }
         _ => 0.0,
     };
@@ -394,10 +374,10 @@ struct NetworkFlops {
 }
 
 fn network_flops(session: &Session, config: &Path) -> anyhow::Result<NetworkFlops> {
-    let v = session.ect.run_json(&super::ect::args([
+    let v = session.ect.run_json(&crate::ect::args([
         "flops",
         "--config",
-        &super::ect::p(config),
+        &crate::ect::p(config),
     ]))?;
     let get = |k: &str| {
         v[k].as_f64()
@@ -587,9 +567,7 @@ pub fn write_results(root: &Path, sweep: &SweepSpec, points: &[Point]) -> anyhow
 }
 
 fn write_atomic(path: &Path, text: &str) -> anyhow::Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+    Ok(ect_config::atomic::write_atomic(path, text.as_bytes())?)
 }
 
 #[cfg(test)]

@@ -1,0 +1,10 @@
+//! Integration tests of `ect-data`: every dataset format, the loader and robustness to bad files.
+
+mod common;
+mod cifar;
+mod edm;
+mod fetch;
+mod idx;
+mod imagenet;
+mod loader;
+mod robustness;
