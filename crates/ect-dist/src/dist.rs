@@ -98,6 +98,14 @@ pub enum DistError {
     /// NCCL was requested but this build has none.
     #[error("Backend::Nccl is unavailable: ect-dist was built without NCCL because {0}")]
     NcclUnavailable(String),
+    /// CUDA was requested for a local rank without a CUDA device.
+    #[error("Backend::Nccl puts local rank {local_rank} on cuda:{local_rank}, but libtorch sees {available} CUDA device(s)")]
+    NoCudaDevice {
+        /// This local rank.
+        local_rank: usize,
+        /// The CUDA devices libtorch sees.
+        available: usize,
+    },
     /// A collective failed and the heartbeats show which peers are gone.
     #[error("rank {rank}: {op} failed: lost peer rank {lost} ({how}); {backend}: {message}", lost = join(lost))]
     PeerLost {
@@ -200,6 +208,22 @@ impl Dist {
     /// the store, every rank connects within `timeout`, and the Gloo group (plus NCCL on the CUDA device
     /// of this local rank for [`Backend::Nccl`]) is created.
     pub fn new(env: DistEnv, backend: Backend, timeout: Duration) -> Result<Self, DistError> {
+        if backend == Backend::Nccl {
+            let available = usize::try_from(tch::Cuda::device_count()).unwrap_or(0);
+            if env.local_rank >= available {
+                return Err(DistError::NoCudaDevice {
+                    local_rank: env.local_rank,
+                    available,
+                });
+            }
+        }
+        if i32::try_from(env.world_size).is_err() {
+            return Err(DistError::Env(EnvError::Invalid {
+                var: "WORLD_SIZE",
+                value: env.world_size.to_string(),
+                reason: "larger than c10d supports".to_owned(),
+            }));
+        }
         let group = match &env.rendezvous {
             None => None,
             Some(rdzv) => {
@@ -784,6 +808,22 @@ mod tests {
     fn device_is_the_local_rank_with_cuda() {
         assert_eq!(device_for(3, true), Device::Cuda(3));
         assert_eq!(device_for(3, false), Device::Cpu);
+    }
+
+    #[test]
+    fn nccl_without_a_cuda_device_is_a_clear_error() {
+        // One local rank more than there are devices, whatever the machine.
+        let n = tch::Cuda::device_count() as usize;
+        let env = DistEnv {
+            local_rank: n,
+            local_world_size: n + 1,
+            ..DistEnv::single()
+        };
+        let err = Dist::new(env, Backend::Nccl, Duration::from_secs(1)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("Backend::Nccl puts local rank {n} on cuda:{n}, but libtorch sees {n} CUDA device(s)")
+        );
     }
 
     #[test]

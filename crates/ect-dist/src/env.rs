@@ -159,13 +159,7 @@ fn torchrun(get: &impl Fn(&str) -> Option<String>) -> Result<DistEnv, EnvError> 
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let required = |var: &'static str| {
-        get(var).ok_or_else(|| EnvError::Missing {
-            var,
-            launcher,
-            why: why(),
-        })
-    };
+    let required = |var: &'static str| require(get, var, launcher, &why);
     let world_size = positive("WORLD_SIZE", &required("WORLD_SIZE")?)?;
     let rank = below("RANK", &required("RANK")?, world_size, "WORLD_SIZE")?;
     // A hand-made RANK/WORLD_SIZE environment may omit the local variables: then all ranks are taken to
@@ -203,13 +197,7 @@ fn torchrun(get: &impl Fn(&str) -> Option<String>) -> Result<DistEnv, EnvError> 
 fn slurm(get: &impl Fn(&str) -> Option<String>) -> Result<DistEnv, EnvError> {
     let launcher = Launcher::Slurm;
     let why = || format!("SLURM_PROCID={}", get("SLURM_PROCID").unwrap_or_default());
-    let required = |var: &'static str| {
-        get(var).ok_or_else(|| EnvError::Missing {
-            var,
-            launcher,
-            why: why(),
-        })
-    };
+    let required = |var: &'static str| require(get, var, launcher, &why);
     let world_size = positive("SLURM_NTASKS", &required("SLURM_NTASKS")?)?;
     let rank = below(
         "SLURM_PROCID",
@@ -296,6 +284,20 @@ fn slurm(get: &impl Fn(&str) -> Option<String>) -> Result<DistEnv, EnvError> {
             store: StoreHost::Rank0,
         }),
         launcher,
+    })
+}
+
+/// The value of `var`, which `launcher` always sets (`why` names the variables that revealed it).
+fn require(
+    get: &impl Fn(&str) -> Option<String>,
+    var: &'static str,
+    launcher: Launcher,
+    why: &dyn Fn() -> String,
+) -> Result<String, EnvError> {
+    get(var).ok_or_else(|| EnvError::Missing {
+        var,
+        launcher,
+        why: why(),
     })
 }
 

@@ -72,6 +72,33 @@ void wait_all(
   }
 }
 
+// Issues one collective per tensor (all before waiting, so that the backend pipelines them), then waits
+// for all of them. When issuing fails part-way, the works already issued are still waited for.
+template <typename Issue>
+void issue_and_wait(
+    at::Tensor* const* tensors,
+    size_t n,
+    int64_t timeout_ms,
+    const char* what,
+    Issue issue) {
+  std::vector<c10::intrusive_ptr<c10d::Work>> works;
+  works.reserve(n);
+  std::exception_ptr issue_error;
+  for (size_t i = 0; i < n; ++i) {
+    std::vector<at::Tensor> one{*tensors[i]};
+    try {
+      works.push_back(issue(one));
+    } catch (...) {
+      issue_error = std::current_exception();
+      break;
+    }
+  }
+  wait_all(works, timeout_ms, what);
+  if (issue_error) {
+    std::rethrow_exception(issue_error);
+  }
+}
+
 }  // namespace
 
 extern "C" {
@@ -172,22 +199,9 @@ char* ect_allreduce(
   return guarded([&] {
     c10d::AllreduceOptions opts;
     opts.reduceOp = reduce_op(op);
-    std::vector<c10::intrusive_ptr<c10d::Work>> works;
-    works.reserve(n);
-    std::exception_ptr issue_error;
-    for (size_t i = 0; i < n; ++i) {
-      std::vector<at::Tensor> one{*tensors[i]};
-      try {
-        works.push_back(backend->backend->allreduce(one, opts));
-      } catch (...) {
-        issue_error = std::current_exception();
-        break;
-      }
-    }
-    wait_all(works, timeout_ms, "all_reduce");
-    if (issue_error) {
-      std::rethrow_exception(issue_error);
-    }
+    issue_and_wait(tensors, n, timeout_ms, "all_reduce", [&](std::vector<at::Tensor>& one) {
+      return backend->backend->allreduce(one, opts);
+    });
   });
 }
 
@@ -201,22 +215,9 @@ char* ect_broadcast(
   return guarded([&] {
     c10d::BroadcastOptions opts;
     opts.rootRank = root;
-    std::vector<c10::intrusive_ptr<c10d::Work>> works;
-    works.reserve(n);
-    std::exception_ptr issue_error;
-    for (size_t i = 0; i < n; ++i) {
-      std::vector<at::Tensor> one{*tensors[i]};
-      try {
-        works.push_back(backend->backend->broadcast(one, opts));
-      } catch (...) {
-        issue_error = std::current_exception();
-        break;
-      }
-    }
-    wait_all(works, timeout_ms, "broadcast");
-    if (issue_error) {
-      std::rethrow_exception(issue_error);
-    }
+    issue_and_wait(tensors, n, timeout_ms, "broadcast", [&](std::vector<at::Tensor>& one) {
+      return backend->backend->broadcast(one, opts);
+    });
   });
 }
 

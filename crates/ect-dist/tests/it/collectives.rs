@@ -13,9 +13,9 @@ fn field<'a>(stdout: &'a str, key: &str) -> Vec<&'a str> {
         .collect()
 }
 
-#[test]
-fn two_ranks_reduce_broadcast_and_synchronise_exactly() {
-    let workers = spawn_workers(2, &["--timeout-s", "60", "check"], &[]);
+/// Runs `ect-dist-check check` as `nproc` ranks; every rank must succeed. Returns rank 0's stdout.
+fn run_check(nproc: usize) -> String {
+    let workers = spawn_workers(nproc, &["--timeout-s", "60", "check"], &[]);
     let mut outputs: Vec<_> = workers
         .into_iter()
         .map(|w| w.finish(Duration::from_secs(180)))
@@ -29,7 +29,12 @@ fn two_ranks_reduce_broadcast_and_synchronise_exactly() {
             out.stderr
         );
     }
-    let out = outputs.remove(0).stdout;
+    outputs.remove(0).stdout
+}
+
+#[test]
+fn two_ranks_reduce_broadcast_and_synchronise_exactly() {
+    let out = run_check(2);
     assert!(
         out.contains(
             "joined: world_size=2 launcher=torchrun store=Some(Rank0) backend=Gloo device=Cpu"
@@ -56,22 +61,7 @@ fn two_ranks_reduce_broadcast_and_synchronise_exactly() {
 
 #[test]
 fn three_ranks_agree_too() {
-    let workers = spawn_workers(3, &["--timeout-s", "60", "check"], &[]);
-    let outputs: Vec<_> = workers
-        .into_iter()
-        .map(|w| w.finish(Duration::from_secs(180)))
-        .collect();
-    for (rank, out) in outputs.iter().enumerate() {
-        assert!(
-            out.status.success(),
-            "rank {rank}: {}\n{}",
-            out.stdout,
-            out.stderr
-        );
-    }
-    assert_eq!(
-        field(&outputs[0].stdout, "scalars_sum "),
-        ["3", "3", "5", "1.5"]
-    );
-    assert_eq!(field(&outputs[0].stdout, "scalars_max "), ["2", "10"]);
+    let out = run_check(3);
+    assert_eq!(field(&out, "scalars_sum "), ["3", "3", "5", "1.5"]);
+    assert_eq!(field(&out, "scalars_max "), ["2", "10"]);
 }
