@@ -482,8 +482,10 @@ impl Dist {
         result.map_err(|message| self.fail(OP, "gloo", message))
     }
 
-    /// Ends the run in order: a last barrier (so that rank 0 keeps the store up until every rank is done
-    /// with it), then the group is destroyed. Dropping a `Dist` destroys it without the barrier.
+    /// Ends the run in order: heartbeats stop, a last barrier (so that rank 0 keeps the store up until
+    /// every rank is done with it), then the group is destroyed. Dropping a `Dist` destroys it without the
+    /// barrier; at the end of a successful run call this instead, or the other ranks' heartbeats may find
+    /// rank 0's store gone and c10d logs a warning.
     pub fn shutdown(self) -> Result<(), DistError> {
         if let Some(group) = &self.group {
             group.heartbeat.borrow_mut().stop();
@@ -802,6 +804,12 @@ mod tests {
                 (6, 7, false)
             ]
         );
+    }
+
+    #[test]
+    fn dist_moves_between_threads() {
+        fn assert_send<T: Send>() {}
+        assert_send::<Dist>();
     }
 
     #[test]
