@@ -70,8 +70,24 @@ pub type DepGraph = std::collections::BTreeMap<String, Vec<String>>;
 /// dependencies do not ship).
 pub fn dependency_graph() -> Result<DepGraph, String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    // Only this machine's platform: other platforms' crates (Windows consoles) need not be downloaded.
+    let rustc = std::process::Command::new("rustc")
+        .arg("-vV")
+        .output()
+        .map_err(|e| format!("running rustc -vV: {e}"))?;
+    let host = String::from_utf8_lossy(&rustc.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("host: ").map(str::to_string))
+        .ok_or("rustc -vV names no host")?;
     let out = std::process::Command::new(cargo)
-        .args(["metadata", "--format-version", "1", "--offline"])
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--offline",
+            "--filter-platform",
+            &host,
+        ])
         .current_dir(workspace_root())
         .output()
         .map_err(|e| format!("running cargo metadata: {e}"))?;
@@ -90,7 +106,10 @@ pub fn dependency_graph() -> Result<DepGraph, String> {
         .filter_map(|p| Some((p["id"].as_str()?, p["name"].as_str()?)))
         .collect();
     let mut graph = DepGraph::new();
-    for node in meta["resolve"]["nodes"].as_array().ok_or("no resolve graph")? {
+    for node in meta["resolve"]["nodes"]
+        .as_array()
+        .ok_or("no resolve graph")?
+    {
         let Some(name) = node["id"].as_str().and_then(|id| names.get(id)) else {
             continue;
         };
@@ -99,9 +118,9 @@ pub fn dependency_graph() -> Result<DepGraph, String> {
             .into_iter()
             .flatten()
             .filter(|d| {
-                d["dep_kinds"].as_array().is_some_and(|kinds| {
-                    kinds.iter().any(|k| k["kind"].as_str() != Some("dev"))
-                })
+                d["dep_kinds"]
+                    .as_array()
+                    .is_some_and(|kinds| kinds.iter().any(|k| k["kind"].as_str() != Some("dev")))
             })
             .filter_map(|d| d["pkg"].as_str().and_then(|id| names.get(id)))
             .map(|s| s.to_string())
@@ -168,8 +187,10 @@ pub fn layer_violations(graph: &DepGraph, layers: &[&[&str]]) -> Vec<String> {
 }
 
 /// References in `//` comments of `text` (a file at `file`) to Markdown documents that do not exist:
-/// a path ending in `.md` is looked up relative to the workspace root, the file's crate and the file's
-/// own folder. Documents outside the repository cannot be cited (a user's clone does not have them).
+/// a document path (with a folder, as `docs/method.md`, or a capitalised name, as `README.md`) is looked
+/// up relative to the workspace root, the file's crate and the file's own folder. Lower-case bare names
+/// (`report.md`) are files a command writes, not citations. Documents outside the repository cannot be
+/// cited (a user's clone does not have them).
 pub fn dangling_doc_refs(root: &Path, file: &Path, text: &str) -> Vec<String> {
     let crate_dir = file
         .ancestors()
@@ -191,7 +212,9 @@ pub fn dangling_doc_refs(root: &Path, file: &Path, text: &str) -> Vec<String> {
         }
         for token in comment.split(|c: char| c.is_whitespace() || "`()[],;'\"".contains(c)) {
             let token = token.trim_end_matches(['.', ':']);
-            if !token.ends_with(".md") || token.starts_with("http") {
+            let is_document = token.len() > 3
+                && (token.contains('/') || token.starts_with(|c: char| c.is_ascii_uppercase()));
+            if !token.ends_with(".md") || token.starts_with("http") || !is_document {
                 continue;
             }
             let candidates = [

@@ -146,7 +146,11 @@ fn no_crate_depends_on_a_crate_above_it() {
 fn comments_cite_only_documents_in_the_repository() {
     let root = workspace_root();
     let mut offenders = Vec::new();
-    for file in files_with_suffix(&root, ".rs") {
+    // The checker's own crate names the forbidden citations in its rules and examples.
+    for file in files_with_suffix(&root, ".rs")
+        .into_iter()
+        .filter(|f| !f.starts_with(root.join("tests")))
+    {
         let text = std::fs::read_to_string(&file).unwrap();
         offenders.extend(ect_tests::dangling_doc_refs(&root, &file, &text));
     }

@@ -11,8 +11,8 @@ use tch::{Device, Kind, Tensor};
 
 use ect_config::train::DataConfig;
 
-use crate::labels::one_hot;
 use crate::error::{Result, TrainError};
+use crate::labels::one_hot;
 use crate::rng::{derive, Stream};
 
 /// A batch as tensors on the training device.

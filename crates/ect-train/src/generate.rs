@@ -147,6 +147,12 @@ fn check_request(spec: &SampleSpec) -> Result<bool> {
     if spec.n == 0 || spec.batch == 0 {
         return Err(TrainError::invalid("n", "n and batch must be > 0"));
     }
+    if spec.n > i64::MAX as usize / (1 << 20) {
+        return Err(TrainError::invalid(
+            "n",
+            format!("{} images is beyond any disk", spec.n),
+        ));
+    }
     let ext = spec
         .out
         .extension()
@@ -167,6 +173,44 @@ fn check_request(spec: &SampleSpec) -> Result<bool> {
             format!("{} must end in .npy or .png", spec.out.display()),
         )),
     }
+}
+
+/// Refuses an output that cannot fit: `bytes` of images against the space free where `out` goes.
+fn check_disk_space(out: &Path, bytes: f64) -> Result<()> {
+    let dir = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let existing = dir
+        .ancestors()
+        .find(|a| a.exists())
+        .unwrap_or(Path::new("."));
+    let Some(free) = free_bytes(existing) else {
+        return Ok(());
+    };
+    if bytes > free as f64 {
+        return Err(TrainError::invalid(
+            "n",
+            format!(
+                "the images need {:.1} GB but {} has {:.1} GB free",
+                bytes / 1e9,
+                existing.display(),
+                free as f64 / 1e9
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Bytes available to this user on the file system holding `path` (`statvfs`).
+fn free_bytes(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: `statvfs` is plain old data, for which all-zero bytes are a valid value.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid NUL-terminated path and `st` a properly sized out-parameter.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    (rc == 0).then(|| st.f_bavail as u64 * st.f_frsize as u64)
 }
 
 /// Generates `spec.n` images into `spec.out`.
@@ -204,6 +248,7 @@ pub fn sample(spec: &SampleSpec) -> Result<SampleSummary> {
             ));
         }
     }
+    check_disk_space(&spec.out, spec.n as f64 * image_bytes)?;
     let shape = [spec.n as i64, c, res, res];
     let mut out = if npy {
         Output::Npy(NpyWriter::create(&spec.out, shape)?)

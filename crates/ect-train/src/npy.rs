@@ -49,7 +49,7 @@ impl NpyWriter {
     pub fn create(path: &Path, shape: [i64; 4]) -> Result<Self> {
         let tmp = ect_config::atomic::temp_path(path);
         if let Some(dir) = tmp.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
+            std::fs::create_dir_all(dir).map_err(|e| TrainError::io(path, e))?;
         }
         let file = std::fs::File::create(&tmp).map_err(|e| TrainError::io(path, e))?;
         let mut w = Self {

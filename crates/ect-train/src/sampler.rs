@@ -9,6 +9,9 @@ use tch::{Device, Kind, Tensor};
 use crate::denoiser::{Denoiser, Pass};
 use crate::error::{Result, TrainError};
 
+/// The most Karras times a Heun sampler may use (EDM uses 18 to 256; more gains nothing).
+pub const MAX_HEUN_STEPS: usize = 4096;
+
 /// How images are generated from noise.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Sampler {
@@ -26,12 +29,15 @@ impl Sampler {
     }
 
     /// EDM's Heun sampler on `steps` Karras times from `sigma_max` down to `sigma_min`, then 0
-    /// (`2 steps - 1` network evaluations; 18 gives 35). At least 2 steps.
+    /// (`2 steps - 1` network evaluations; 18 gives 35). From 2 to [`MAX_HEUN_STEPS`] steps.
     pub fn heun(steps: usize, sigma_min: f64, sigma_max: f64, rho: f64) -> Result<Self> {
-        if steps < 2 {
+        if !(2..=MAX_HEUN_STEPS).contains(&steps) {
             return Err(TrainError::invalid(
                 "heun",
-                format!("needs at least 2 Karras times (18 = 35 evaluations), got {steps}"),
+                format!(
+                    "needs at least 2 and at most {MAX_HEUN_STEPS} Karras times (18 = 35 \
+                     evaluations), got {steps}"
+                ),
             ));
         }
         let grid = ect_schedule::sampling::try_karras_sigmas(steps, sigma_min, sigma_max, rho)

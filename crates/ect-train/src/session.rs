@@ -55,7 +55,8 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<RunSummary> {
     let run_dir = cfg.output.run_dir.clone();
     crate::device::resolve(cfg.device)?;
     let _lock = RunLock::acquire(&run_dir)?;
-    if checkpoint::latest_checkpoint(&run_dir)?.is_some() || run_dir.join(run_dir::CONFIG_FILE).exists()
+    if checkpoint::latest_checkpoint(&run_dir)?.is_some()
+        || run_dir.join(run_dir::CONFIG_FILE).exists()
     {
         return Err(TrainError::invalid(
             "output.run_dir",
@@ -67,8 +68,12 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<RunSummary> {
     }
     let trainer = Trainer::new(cfg.clone(), run_dir.clone(), None)?;
     run_dir::write_config(&run_dir, cfg)?;
-    RunMeta::collect(cfg, trainer.network().vs.device(), trainer.network().num_parameters())
-        .write(&run_dir)?;
+    RunMeta::collect(
+        cfg,
+        trainer.network().vs.device(),
+        trainer.network().num_parameters(),
+    )
+    .write(&run_dir)?;
     trainer.run(opts)
 }
 
@@ -238,7 +243,12 @@ fn diff(prefix: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Ve
                     format!("{prefix}.{k}")
                 };
                 let null = serde_json::Value::Null;
-                diff(&p, x.get(k).unwrap_or(&null), y.get(k).unwrap_or(&null), out);
+                diff(
+                    &p,
+                    x.get(k).unwrap_or(&null),
+                    y.get(k).unwrap_or(&null),
+                    out,
+                );
             }
         }
         _ if a != b => out.push(prefix.to_owned()),
@@ -286,7 +296,10 @@ pub fn check_data_fits(cfg: &TrainConfig, dataset: &dyn ect_data::Dataset) -> Re
     if cfg.data.conditional && dataset.label_dim() as i64 > label_dim {
         return Err(TrainError::invalid(
             "network.label_dim",
-            format!("is {label_dim}, the data has {} classes", dataset.label_dim()),
+            format!(
+                "is {label_dim}, the data has {} classes",
+                dataset.label_dim()
+            ),
         ));
     }
     // The images of one micro-batch as float32, times the few copies a step keeps of them (noise,

@@ -136,20 +136,21 @@ impl TrainConfig {
 
     /// A configuration from a parsed TOML document (overrides already applied), validated.
     pub fn from_table(doc: toml::Table, origin: &str) -> Result<Self> {
-        if !doc.contains_key("network") {
+        let has_network = doc.contains_key("network");
+        let cfg: Self = toml::Value::Table(doc)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Parse {
+                origin: origin.to_owned(),
+                message: e.to_string(),
+            })?;
+        cfg.validate()?;
+        if !has_network {
+            // Checked after the other fields so that their errors come first, as a reader scans a file.
             return Err(ConfigError::invalid(
                 "network.network",
                 "is required (the preconditioning class: \"ECMPrecond\", \"EDMPrecond\" or \"edm2.Precond\")",
             ));
         }
-        let cfg: Self =
-            toml::Value::Table(doc)
-                .try_into()
-                .map_err(|e: toml::de::Error| ConfigError::Parse {
-                    origin: origin.to_owned(),
-                    message: e.to_string(),
-                })?;
-        cfg.validate()?;
         Ok(cfg)
     }
 

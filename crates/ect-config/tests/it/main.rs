@@ -1,4 +1,5 @@
 //! Integration tests of `ect-config`: parsing, overrides and validation messages of training
 //! configurations.
 
+mod fuzz_overrides;
 mod train_config;

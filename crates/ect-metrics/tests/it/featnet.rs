@@ -9,9 +9,6 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tch::Device;
 
-/// libtorch's RNG is process-global: tests that create networks take this lock so the seeded
-/// training run sees the same initialization whatever the test threads do.
-
 /// Class k: a bright horizontal bar at rows 2k..2k+4 on noise.
 fn synthetic(n: usize, seed: u64) -> (Vec<u8>, Vec<u32>) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);

@@ -122,7 +122,8 @@ fn step_throughput() {
                     ..Default::default()
                 },
                 &quiet,
-            ).unwrap();
+            )
+            .unwrap();
             assert_eq!(s.steps, steps + 3);
             let stats = std::fs::read_to_string(run.join("stats.jsonl")).unwrap();
             let last: serde_json::Value =

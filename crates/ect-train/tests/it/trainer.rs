@@ -83,7 +83,10 @@ fn loss_scaling_is_exact_and_overflow_backs_off() {
         ..LossScaleConfig::default()
     };
     let (scaled, state) = run(&data, &tmp.path().join("scaled"), Some(growing));
-    assert_eq!(plain, scaled, "a power-of-two loss scale changed the weights");
+    assert_eq!(
+        plain, scaled,
+        "a power-of-two loss scale changed the weights"
+    );
     let s = state.loss_scale.unwrap();
     // Six good steps with growth every two: 2^16 -> 2^19.
     assert_eq!(
@@ -138,7 +141,10 @@ impl Objective for FixedLevels {
         let t = Tensor::from_slice(&levels.t).to_kind(Kind::Float);
         let x = x0 + eps * t.view([-1, 1, 1, 1]);
         let d = net.denoise(&x, &t, labels, Pass::Train);
-        (d - x0).square().flatten(1, -1).sum_dim_intlist(-1, false, Kind::Float)
+        (d - x0)
+            .square()
+            .flatten(1, -1)
+            .sum_dim_intlist(-1, false, Kind::Float)
     }
 
     fn samplers(&self, _sampling: &SamplingConfig) -> Vec<Sampler> {
@@ -169,7 +175,11 @@ fn a_new_objective_drives_the_trainer_step_by_step() {
     assert_eq!(second.step, 2);
     assert_eq!(trainer.state().step, 2);
     assert_eq!(trainer.state().images_seen, 16);
-    assert_ne!(before, param_values(&trainer), "the steps updated the weights");
+    assert_ne!(
+        before,
+        param_values(&trainer),
+        "the steps updated the weights"
+    );
 }
 
 fn param_values(t: &Trainer) -> Vec<f32> {

@@ -1,7 +1,7 @@
 //! Golden tests: the tiny networks of `tests/fixtures/unet-*-tiny`, whose weights and outputs come
 //! from the authors' PyTorch code (EDM / ECT `training/networks.py`, ECT `training/networks_edm2.py`),
 //! must be reproduced to a relative error below 1e-4 in f32, in evaluation and training mode. Four
-//! are copies of `../shared/reference`; `unet-song-skip-cond-tiny` and `unet-adm-edm-multihead-tiny`
+//! are copies of the authors' reference fixtures; `unet-song-skip-cond-tiny` and `unet-adm-edm-multihead-tiny`
 //! were made by `tools/make_fixture.py` with the authors' classes (through
 //! `scripts/convert_edm_checkpoint.py --io`). Malformed io files must give errors naming the tensor.
 
