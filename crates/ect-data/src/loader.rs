@@ -229,6 +229,17 @@ fn reserve_batch(n: usize, size: usize, ds: &dyn Dataset) -> Result<Vec<u8>> {
     Ok(v)
 }
 
+/// Fails unless `value <= max`, naming the field, the value and the bound (`what` says what is counted).
+fn at_most(field: &'static str, value: usize, max: usize, what: &str) -> Result<()> {
+    if value > max {
+        return Err(DataError::Config {
+            field,
+            msg: format!("{value} asked for; at most {max} {what}"),
+        });
+    }
+    Ok(())
+}
+
 impl Loader {
     /// Starts the producer for `ds` with `cfg`. Errors on an empty dataset, a zero batch size, more
     /// than [`MAX_LOADER_THREADS`] threads or more than [`MAX_PREFETCH`] batches ahead.
@@ -239,24 +250,18 @@ impl Loader {
                 msg: "must be at least 1".into(),
             });
         }
-        if cfg.threads > MAX_LOADER_THREADS {
-            return Err(DataError::Config {
-                field: "threads",
-                msg: format!(
-                    "{} decoding threads asked for, the most is {MAX_LOADER_THREADS} (0 means one per core)",
-                    cfg.threads
-                ),
-            });
-        }
-        if cfg.prefetch > MAX_PREFETCH {
-            return Err(DataError::Config {
-                field: "prefetch",
-                msg: format!(
-                    "{} batches ahead asked for, the most is {MAX_PREFETCH}",
-                    cfg.prefetch
-                ),
-            });
-        }
+        at_most(
+            "threads",
+            cfg.threads,
+            MAX_LOADER_THREADS,
+            "decoding threads (0 means one per core)",
+        )?;
+        at_most(
+            "prefetch",
+            cfg.prefetch,
+            MAX_PREFETCH,
+            "batches queued ahead",
+        )?;
         if ds.is_empty() {
             return Err(DataError::format(ds.source(), "the dataset has no images"));
         }

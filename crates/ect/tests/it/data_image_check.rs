@@ -5,36 +5,8 @@
 use std::path::Path;
 use std::process::Output;
 
-use crate::common::{ect, tmp};
+use crate::common::{ect, tmp, TINY_TRAIN_CONFIG};
 use crate::data_convert::png_folder;
-
-const CONFIG: &str = r#"
-seed = 1
-device = "cpu"
-iterations = 12
-batch_size = 8
-[data]
-format = "edm"
-[network]
-network = "ECMPrecond"
-img_resolution = 8
-img_channels = 1
-model_type = "SongUNet"
-model_channels = 8
-channel_mult = [1]
-channel_mult_emb = 2
-num_blocks = 1
-attn_resolutions = []
-dropout = 0.0
-[schedule]
-q = 2.0
-iters_per_stage = 2
-[output]
-checkpoint_every = 6
-sample_every = 0
-log_every = 1
-keep_last = 1
-"#;
 
 fn train(dir: &Path, data: &Path, run: &str, iterations: u32) -> Output {
     ect()
@@ -47,6 +19,7 @@ fn train(dir: &Path, data: &Path, run: &str, iterations: u32) -> Output {
         .arg(format!("output.run_dir=\"{}\"", dir.join(run).display()))
         .arg("--set")
         .arg(format!("iterations={iterations}"))
+        .args(["--set", "data.format=\"edm\""])
         .output()
         .unwrap()
 }
@@ -54,7 +27,7 @@ fn train(dir: &Path, data: &Path, run: &str, iterations: u32) -> Output {
 #[test]
 fn train_finds_a_corrupt_image_when_it_opens_the_dataset() {
     let dir = tmp("harden-train-corrupt");
-    std::fs::write(dir.join("tiny.toml"), CONFIG).unwrap();
+    std::fs::write(dir.join("tiny.toml"), TINY_TRAIN_CONFIG).unwrap();
     let data = dir.join("pngs");
     let files = png_folder(&data, 48);
     let good = std::fs::read(&files[40]).unwrap();
