@@ -1,5 +1,6 @@
 //! Throughput of the readers and the loader (images/s): CIFAR binary (extracted and `.tar.gz`), an EDM
-//! zip of 32x32 PNGs (1 and 2 threads), ImageNet-size JPEG decode + center crop to 64x64 (1 and 2
+//! zip of 32x32 PNGs (1 and 2 threads), opening an EDM folder of PNGs (the image check cold and
+//! remembered), ImageNet-size JPEG decode + center crop to 64x64 (1 and 2
 //! threads), and the prefetching loader (2 threads) feeding a consumer.
 //! Run: `cargo bench -p ect-data --bench loaders`.
 // criterion_group! generates an undocumented function.
@@ -230,5 +231,42 @@ fn imagenet_jpeg(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, cifar_binary, edm_zip, imagenet_jpeg);
+/// Opening an EDM folder of 4,000 32x32 PNGs: cold (every image decoded, the record written) and with
+/// the record of an earlier open (every file only stat'ed).
+fn edm_folder_open(c: &mut Criterion) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("pngs");
+    let n = 4000u64;
+    for i in 0..n {
+        let png = encode_png(&hwc_to_chw(&photo(32, 32, i)), [3, 32, 32], Path::new("x")).unwrap();
+        let sub = dir.join(format!("{:05}", i / 1000));
+        std::fs::create_dir_all(&sub).unwrap();
+        std::fs::write(sub.join(format!("img{i:08}.png")), png).unwrap();
+    }
+    let record = ect_data::validate::record_file(&dir);
+    let mut g = c.benchmark_group("edm_folder_open_4000_png");
+    g.throughput(Throughput::Elements(n))
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(5));
+    g.bench_function("cold", |b| {
+        b.iter(|| {
+            let _ = std::fs::remove_file(&record);
+            black_box(EdmArchive::open(&dir).unwrap().len())
+        })
+    });
+    EdmArchive::open(&dir).unwrap();
+    g.bench_function("cached", |b| {
+        b.iter(|| black_box(EdmArchive::open(&dir).unwrap().len()))
+    });
+    g.finish();
+    let _ = std::fs::remove_file(&record);
+}
+
+criterion_group!(
+    benches,
+    cifar_binary,
+    edm_zip,
+    edm_folder_open,
+    imagenet_jpeg
+);
 criterion_main!(benches);

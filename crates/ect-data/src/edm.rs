@@ -15,6 +15,7 @@ use zip::ZipArchive;
 use crate::dataset::{check_out_len, out_of_range, Dataset};
 use crate::decode::{decode, encode_png};
 use crate::error::{DataError, Result};
+use crate::validate::{check_images, ImageCheck, Stamps};
 
 /// The file extensions read as images (lower case), a subset of what PIL reads that covers EDM's tools.
 const IMAGE_EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
@@ -127,15 +128,23 @@ pub fn parse_labels(json: &[u8], names: &[String], path: &Path) -> Result<Option
 }
 
 impl EdmArchive {
-    /// Opens a `.zip` or a folder.
+    /// Opens a `.zip` or a folder and checks that every image decodes to the first one's shape
+    /// ([`ImageCheck::Validate`]).
     pub fn open(path: &Path) -> Result<Self> {
+        Self::open_with(path, ImageCheck::Validate)
+    }
+
+    /// Opens a `.zip` or a folder, decoding every image first or not as `check` says.
+    pub fn open_with(path: &Path, check: ImageCheck) -> Result<Self> {
         let meta = std::fs::metadata(path).map_err(|e| DataError::io(path, e))?;
         if !meta.is_dir() {
             let file = File::open(path).map_err(|e| DataError::io(path, e))?;
             // SAFETY: the archive is only read; like every mmap-based reader this assumes nobody
             // truncates the file while the dataset is open.
             let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| DataError::io(path, e))?;
-            return Self::from_shared(Shared::Map(Arc::new(map)), path);
+            let ds = Self::from_shared(Shared::Map(Arc::new(map)), path)?;
+            ds.check(check, Stamps::Archive(path))?;
+            return Ok(ds);
         }
         let mut names = Vec::new();
         crate::util::walk_files(path, "", &|_| true, &mut names)?;
@@ -144,12 +153,25 @@ impl EdmArchive {
         } else {
             None
         };
-        Self::finish(path, Storage::Dir(path.to_path_buf()), names, json)
+        let ds = Self::finish(path, Storage::Dir(path.to_path_buf()), names, json)?;
+        ds.check(check, Stamps::PerImage(path, &ds.names))?;
+        Ok(ds)
     }
 
-    /// Reads a zip held in memory; `name` stands for its path in messages.
+    /// Reads a zip held in memory (every image is decoded once); `name` stands for its path in messages.
     pub fn from_zip_bytes(bytes: Vec<u8>, name: &Path) -> Result<Self> {
-        Self::from_shared(Shared::Owned(Arc::new(bytes)), name)
+        let ds = Self::from_shared(Shared::Owned(Arc::new(bytes)), name)?;
+        ds.check(ImageCheck::Validate, Stamps::None)?;
+        Ok(ds)
+    }
+
+    /// The image check `check` asks for.
+    fn check(&self, check: ImageCheck, stamps: Stamps<'_>) -> Result<()> {
+        if check == ImageCheck::Validate {
+            let [c, h, w] = self.shape;
+            check_images(self, &format!("edm {c}x{h}x{w}"), stamps)?;
+        }
+        Ok(())
     }
 
     fn from_shared(shared: Shared, path: &Path) -> Result<Self> {
@@ -296,28 +318,52 @@ impl Dataset for EdmArchive {
 }
 
 /// Writes an EDM dataset zip the way EDM's `dataset_tool.py` does: `00000/img00000000.png`, ...
-/// stored uncompressed, then `dataset.json`. Written under a temporary name and renamed by
-/// [`EdmZipWriter::finish`], so an interrupted conversion never leaves a zip under the final name.
+/// stored uncompressed, then `dataset.json`. Written under a temporary name (`dest` with the extension
+/// `.zip.partial`) and renamed by [`EdmZipWriter::finish`], so an interrupted conversion never leaves a
+/// zip under the final name; a writer dropped before `finish` succeeds (an error part-way) removes the
+/// temporary file.
 pub struct EdmZipWriter {
     dest: PathBuf,
     tmp: PathBuf,
-    zip: zip::ZipWriter<std::io::BufWriter<File>>,
+    /// `None` once `finish` has taken it.
+    zip: Option<zip::ZipWriter<std::io::BufWriter<File>>>,
     labels: Vec<(String, Option<u32>)>,
     shape: Option<[usize; 3]>,
+    finished: bool,
+}
+
+impl Drop for EdmZipWriter {
+    fn drop(&mut self) {
+        if !self.finished {
+            // Removed before the zip writer is dropped: its drop writes the central directory, which
+            // then goes to the unlinked file and vanishes with it.
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
 }
 
 impl EdmZipWriter {
-    /// Starts writing `dest` (a `.zip` path).
+    /// Starts writing `dest` (a `.zip` path), creating its folder if needed.
     pub fn create(dest: &Path) -> Result<Self> {
+        if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
+        }
         let tmp = dest.with_extension("zip.partial");
         let file = File::create(&tmp).map_err(|e| DataError::io(&tmp, e))?;
         Ok(EdmZipWriter {
             dest: dest.to_path_buf(),
             tmp,
-            zip: zip::ZipWriter::new(std::io::BufWriter::new(file)),
+            zip: Some(zip::ZipWriter::new(std::io::BufWriter::new(file))),
             labels: Vec::new(),
             shape: None,
+            finished: false,
         })
+    }
+
+    fn zip(&mut self) -> Result<&mut zip::ZipWriter<std::io::BufWriter<File>>> {
+        self.zip
+            .as_mut()
+            .ok_or_else(|| DataError::format(&self.tmp, "the zip was already finished"))
     }
 
     fn options() -> zip::write::SimpleFileOptions {
@@ -341,12 +387,11 @@ impl EdmZipWriter {
             });
         }
         let png = encode_png(chw, shape, &self.dest.join(&name))?;
-        self.zip
-            .start_file(name.as_str(), Self::options())
-            .map_err(|e| zip_error(&self.tmp, e))?;
-        self.zip
-            .write_all(&png)
-            .map_err(|e| DataError::io(&self.tmp, e))?;
+        let tmp = self.tmp.clone();
+        let zip = self.zip()?;
+        zip.start_file(name.as_str(), Self::options())
+            .map_err(|e| zip_error(&tmp, e))?;
+        zip.write_all(&png).map_err(|e| DataError::io(&tmp, e))?;
         self.labels.push((name, label));
         Ok(())
     }
@@ -375,16 +420,19 @@ impl EdmZipWriter {
         };
         let json = serde_json::to_vec(&serde_json::json!({ "labels": labels }))
             .expect("JSON of strings and ints");
-        self.zip
-            .start_file("dataset.json", Self::options())
-            .map_err(|e| zip_error(&self.tmp, e))?;
-        self.zip
-            .write_all(&json)
-            .map_err(|e| DataError::io(&self.tmp, e))?;
-        let mut inner = self.zip.finish().map_err(|e| zip_error(&self.tmp, e))?;
-        inner.flush().map_err(|e| DataError::io(&self.tmp, e))?;
+        let tmp = self.tmp.clone();
+        let mut zip = self
+            .zip
+            .take()
+            .ok_or_else(|| DataError::format(&tmp, "the zip was already finished"))?;
+        zip.start_file("dataset.json", Self::options())
+            .map_err(|e| zip_error(&tmp, e))?;
+        zip.write_all(&json).map_err(|e| DataError::io(&tmp, e))?;
+        let mut inner = zip.finish().map_err(|e| zip_error(&tmp, e))?;
+        inner.flush().map_err(|e| DataError::io(&tmp, e))?;
         drop(inner);
-        std::fs::rename(&self.tmp, &self.dest).map_err(|e| DataError::io(&self.dest, e))?;
+        std::fs::rename(&tmp, &self.dest).map_err(|e| DataError::io(&self.dest, e))?;
+        self.finished = true;
         Ok(self.dest.clone())
     }
 }

@@ -10,13 +10,13 @@ pub type Result<T, E = DataError> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
     /// The file could not be opened, read or written.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {error}", path.display())]
     Io {
         /// The file or folder.
         path: PathBuf,
-        /// What the operating system said.
-        #[source]
-        source: std::io::Error,
+        /// What the operating system said: part of the message and therefore not also the error's
+        /// `source()`, which made a cause chain (`{:#}`) print it twice.
+        error: std::io::Error,
     },
     /// The bytes are not what the format requires (wrong magic, truncated, corrupt, inconsistent).
     #[error("{}: {msg}", path.display())]
@@ -50,6 +50,23 @@ pub enum DataError {
         got: [usize; 3],
         /// The dataset's shape, C,H,W.
         expected: [usize; 3],
+    },
+    /// Several images of a dataset failed the check at open ([`crate::validate`]); the first (lowest index)
+    /// is given in full.
+    #[error(
+        "{first} (and {} more of the {total} images of {} cannot be read; the first is shown)",
+        count - 1,
+        path.display()
+    )]
+    BadImages {
+        /// The dataset.
+        path: PathBuf,
+        /// How many images failed.
+        count: usize,
+        /// How many images the dataset has.
+        total: usize,
+        /// The error of the first failing image.
+        first: Box<DataError>,
     },
     /// Labels were required but the dataset has none.
     #[error("{}: class labels were requested but the dataset has none", path.display())]
@@ -99,10 +116,10 @@ pub enum DataError {
 
 impl DataError {
     /// An I/O error on `path`.
-    pub fn io(path: impl AsRef<Path>, source: std::io::Error) -> Self {
+    pub fn io(path: impl AsRef<Path>, error: std::io::Error) -> Self {
         DataError::Io {
             path: path.as_ref().to_path_buf(),
-            source,
+            error,
         }
     }
 

@@ -9,6 +9,7 @@ use crate::dataset::{check_out_len, out_of_range, Dataset};
 use crate::decode::{decode_dynamic, hwc_to_chw};
 use crate::error::{DataError, Result};
 use crate::resize::center_crop_dhariwal;
+use crate::validate::{check_images, ImageCheck, Stamps};
 use crate::Split;
 
 /// An ImageNet-layout folder read at a fixed square resolution.
@@ -75,9 +76,20 @@ pub(crate) fn looks_like_imagenet(path: &Path) -> bool {
 }
 
 impl ImageNetFolder {
-    /// Lists the split's images (sorted relative paths); labels are the sorted top-level folder names
-    /// (none when there is a single folder, as in EDM2's tool).
+    /// Lists the split's images (sorted relative paths) and checks that each one decodes and crops
+    /// ([`ImageCheck::Validate`]); labels are the sorted top-level folder names (none when there is a
+    /// single folder, as in EDM2's tool).
     pub fn open(path: &Path, split: Split, resolution: usize) -> Result<Self> {
+        Self::open_with(path, split, resolution, ImageCheck::Validate)
+    }
+
+    /// [`ImageNetFolder::open`], decoding every image first or not as `check` says.
+    pub fn open_with(
+        path: &Path,
+        split: Split,
+        resolution: usize,
+        check: ImageCheck,
+    ) -> Result<Self> {
         if resolution == 0 {
             return Err(DataError::Config {
                 field: "resolution",
@@ -108,13 +120,18 @@ impl ImageNetFolder {
         if labels.is_none() {
             classes.clear();
         }
-        Ok(ImageNetFolder {
+        let ds = ImageNetFolder {
             root,
             names,
             labels,
             classes,
             resolution,
-        })
+        };
+        if check == ImageCheck::Validate {
+            let kind = format!("imagenet {resolution}");
+            check_images(&ds, &kind, Stamps::PerImage(&ds.root, &ds.names))?;
+        }
+        Ok(ds)
     }
 
     /// Class folder names (wnids) in label order.
@@ -186,6 +203,9 @@ impl Dataset for ImageNetFolder {
 
 /// Converts an ImageNet folder's split once to an EDM zip at `resolution` (with `dataset.json`),
 /// decoding in parallel; `progress(done, total)` is called after each chunk. Returns the zip's path.
+/// The conversion is itself one pass over every image, so the folder is opened without the check at
+/// open ([`ImageCheck::Skip`]): a bad image stops it just as early, naming the file, and no partial zip
+/// is left behind.
 pub fn convert_to_zip(
     src: &Path,
     split: Split,
@@ -193,6 +213,6 @@ pub fn convert_to_zip(
     dest: &Path,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<PathBuf> {
-    let ds = ImageNetFolder::open(src, split, resolution)?;
+    let ds = ImageNetFolder::open_with(src, split, resolution, ImageCheck::Skip)?;
     crate::edm::write_zip_with_progress(&ds, dest, progress)
 }

@@ -9,7 +9,9 @@
 //!
 //!
 //! [`fetch`] downloads the public ones with checksums; [`loader`] is the seeded prefetching loader.
-//! [`open`] picks the reader from a [`DatasetSpec`]; [`stats::dataset_stats`] summarizes any dataset.
+//! [`open`] picks the reader from a [`DatasetSpec`] and, for the formats read image by image (EDM, ImageNet),
+//! decodes every image once so a bad one is found at open ([`validate`], remembered between opens);
+//! [`stats::dataset_stats`] summarizes any dataset.
 
 pub mod cifar;
 pub mod dataset;
@@ -26,12 +28,14 @@ pub mod resize;
 pub mod sampler;
 pub mod stats;
 mod util;
+pub mod validate;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use dataset::{Dataset, InMemoryDataset};
 pub use error::{DataError, Result};
+pub use validate::ImageCheck;
 
 /// Which part of a dataset to read.
 #[derive(
@@ -196,8 +200,15 @@ pub fn detect(path: &Path) -> Result<Format> {
     ))
 }
 
-/// Opens the dataset a spec describes.
+/// Opens the dataset a spec describes; an EDM archive or ImageNet folder has every image checked
+/// ([`ImageCheck::Validate`]).
 pub fn open(spec: &DatasetSpec) -> Result<Box<dyn Dataset>> {
+    open_with(spec, ImageCheck::Validate)
+}
+
+/// [`open`], with the image check of the formats read image by image as `check` says (IDX and CIFAR are
+/// decoded whole when opened either way).
+pub fn open_with(spec: &DatasetSpec, check: ImageCheck) -> Result<Box<dyn Dataset>> {
     let format = match spec.format {
         Format::Auto => detect(&spec.path)?,
         f => f,
@@ -220,12 +231,13 @@ pub fn open(spec: &DatasetSpec) -> Result<Box<dyn Dataset>> {
                     ),
                 ));
             }
-            Box::new(edm::EdmArchive::open(&spec.path)?)
+            Box::new(edm::EdmArchive::open_with(&spec.path, check)?)
         }
-        Format::ImageNet => Box::new(imagenet::ImageNetFolder::open(
+        Format::ImageNet => Box::new(imagenet::ImageNetFolder::open_with(
             &spec.path,
             spec.split,
             spec.resolution.unwrap_or(DEFAULT_IMAGENET_RESOLUTION),
+            check,
         )?),
     };
     if let Some(r) = spec.resolution {

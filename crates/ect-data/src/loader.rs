@@ -16,6 +16,18 @@ use crate::dataset::Dataset;
 use crate::error::{DataError, Result};
 use crate::sampler::Sampler;
 
+/// The most decoding threads a loader may have ([`LoaderConfig::threads`]).
+///
+/// Decoding is CPU-bound, so threads beyond the machine's hardware threads only add contention and
+/// memory (a stack and a scratch image each); the largest single machines have a few hundred hardware
+/// threads. Without a bound, `threads = 100000` spent minutes creating threads before the first batch.
+pub const MAX_LOADER_THREADS: usize = 1024;
+
+/// The most batches a loader may queue ahead ([`LoaderConfig::prefetch`]): the queue's slots are
+/// reserved up front and every queued batch is held in memory, while a few batches ahead already hide
+/// the decoding time.
+pub const MAX_PREFETCH: usize = 1024;
+
 /// How the loader draws and prepares batches.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -26,13 +38,13 @@ pub struct LoaderConfig {
     pub seed: u64,
     /// Mirror images left-right with probability 1/2 (drawn from the seeded stream).
     pub xflip: bool,
-    /// Batches decoded ahead of the consumer.
+    /// Batches decoded ahead of the consumer (at most [`MAX_PREFETCH`]).
     pub prefetch: usize,
     /// Keep every decoded image in memory (worth it for archives of PNG/JPEG).
     pub cache: bool,
     /// Images already consumed by an earlier run: the first batch starts at this stream position.
     pub start_images_seen: u64,
-    /// Decoding threads; 0 means one per core.
+    /// Decoding threads, at most [`MAX_LOADER_THREADS`]; 0 means one per core.
     pub threads: usize,
 }
 
@@ -151,7 +163,8 @@ impl Producer {
                 (i as u64, f && self.cfg.xflip)
             })
             .unzip();
-        let mut images = vec![0u8; n * size];
+        let mut images = reserve_batch(n, size, ds)?;
+        images.resize(n * size, 0);
         pool.install(|| {
             images
                 .par_chunks_mut(size)
@@ -200,8 +213,36 @@ impl Producer {
     }
 }
 
+/// An empty buffer with room for `n` images of `size` bytes; a size that overflows or cannot be
+/// allocated is an error (an infallible allocation would abort the process).
+fn reserve_batch(n: usize, size: usize, ds: &dyn Dataset) -> Result<Vec<u8>> {
+    let too_big = || DataError::Config {
+        field: "batch_size",
+        msg: format!(
+            "a batch of {n} images of {size} bytes ({}) does not fit in memory",
+            ds.source().display()
+        ),
+    };
+    let bytes = n.checked_mul(size).ok_or_else(too_big)?;
+    let mut v = Vec::new();
+    v.try_reserve_exact(bytes).map_err(|_| too_big())?;
+    Ok(v)
+}
+
+/// Fails unless `value <= max`, naming the field, the value and the bound (`what` says what is counted).
+fn at_most(field: &'static str, value: usize, max: usize, what: &str) -> Result<()> {
+    if value > max {
+        return Err(DataError::Config {
+            field,
+            msg: format!("{value} asked for; at most {max} {what}"),
+        });
+    }
+    Ok(())
+}
+
 impl Loader {
-    /// Starts the producer for `ds` with `cfg`. Errors on an empty dataset or a zero batch size.
+    /// Starts the producer for `ds` with `cfg`. Errors on an empty dataset, a zero batch size, more
+    /// than [`MAX_LOADER_THREADS`] threads or more than [`MAX_PREFETCH`] batches ahead.
     pub fn new(ds: Arc<dyn Dataset>, cfg: LoaderConfig) -> Result<Self> {
         if cfg.batch_size == 0 {
             return Err(DataError::Config {
@@ -209,9 +250,24 @@ impl Loader {
                 msg: "must be at least 1".into(),
             });
         }
+        at_most(
+            "threads",
+            cfg.threads,
+            MAX_LOADER_THREADS,
+            "decoding threads (0 means one per core)",
+        )?;
+        at_most(
+            "prefetch",
+            cfg.prefetch,
+            MAX_PREFETCH,
+            "batches queued ahead",
+        )?;
         if ds.is_empty() {
             return Err(DataError::format(ds.source(), "the dataset has no images"));
         }
+        // Reserved (not touched) and released once, so that a batch that cannot fit is an error here
+        // rather than the producer's first message.
+        drop(reserve_batch(cfg.batch_size, ds.image_size(), ds.as_ref())?);
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(cfg.threads)
             .thread_name(|i| format!("ect-data-decode-{i}"))

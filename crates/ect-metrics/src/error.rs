@@ -25,6 +25,32 @@ pub enum MetricsError {
         /// The offending value.
         value: f64,
     },
+    /// A covariance that is not symmetric or not positive semi-definite (see
+    /// [`crate::stats::COVARIANCE_TOLERANCE`]).
+    #[error("{what} is not a covariance matrix: {reason}")]
+    NotCovariance {
+        /// The matrix (e.g. "ref.npz:sigma").
+        what: String,
+        /// Which check failed, with the numbers.
+        reason: String,
+    },
+    /// Float samples outside the range they are declared to be in.
+    #[error(
+        "{path}: float samples span [{min}, {max}], outside the declared range {range} ({}); \
+         declare another range (--range 0,1 for images in [0, 1]), store 0-255 pixels as uint8, or \
+         clip the values to {range} first",
+        range.convention()
+    )]
+    SampleRange {
+        /// The samples file.
+        path: String,
+        /// The smallest value in the file.
+        min: f64,
+        /// The largest value in the file.
+        max: f64,
+        /// The range the values were declared to be in.
+        range: crate::samples::ValueRange,
+    },
     /// Too few samples for the requested statistic.
     #[error("{what} needs at least {needed} samples, got {got}")]
     TooFewSamples {
@@ -64,25 +90,24 @@ pub enum MetricsError {
         reason: String,
     },
     /// An I/O failure on a named file.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// The file.
         path: PathBuf,
-        /// The underlying error.
-        #[source]
-        source: std::io::Error,
+        /// The underlying error: part of the message and therefore not also the error's `source()`,
+        /// which made a cause chain (`{:#}`) print it twice.
+        error: std::io::Error,
     },
     /// A zip archive that cannot be read or written.
-    #[error("{path}: zip archive error: {source}")]
+    #[error("{path}: zip archive error: {error}")]
     Zip {
         /// The archive.
         path: PathBuf,
-        /// The underlying error.
-        #[source]
-        source: zip::result::ZipError,
+        /// The underlying error (in the message, not the `source()`, as for [`MetricsError::Io`]).
+        error: zip::result::ZipError,
     },
     /// A linear-algebra failure (e.g. an eigendecomposition that did not converge).
-    #[error("linear algebra failure in {0}")]
+    #[error("linear algebra failure: {0}")]
     Linalg(String),
     /// A TorchScript module or tensor operation failed, or returned an output of the wrong kind or shape.
     #[error("{context}: {reason}")]
@@ -109,10 +134,10 @@ pub enum MetricsError {
 pub type Result<T, E = MetricsError> = std::result::Result<T, E>;
 
 impl MetricsError {
-    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub(crate) fn io(path: impl Into<PathBuf>, error: std::io::Error) -> Self {
         Self::Io {
             path: path.into(),
-            source,
+            error,
         }
     }
 

@@ -14,7 +14,12 @@ use faer::{Mat, Side};
 use crate::error::{MetricsError, Result};
 use crate::stats::FeatureStats;
 
-/// Fréchet distance between the Gaussians described by `a` and `b`.
+/// Fréchet distance between the Gaussians described by `a` and `b`: never negative, and exactly 0 for
+/// identical statistics.
+///
+/// The terms cancel in floating point (`tr S1 + tr S2 - 2 tr sqrt(S1 S2)` of nearly equal covariances is a
+/// difference of nearly equal numbers), so a distance of nearly equal distributions can come out a
+/// rounding error below 0; a distance is not negative, so the result is clamped at 0.
 pub fn frechet_distance(a: &FeatureStats, b: &FeatureStats) -> Result<f64> {
     if a.dim() != b.dim() {
         return Err(MetricsError::dim(
@@ -22,6 +27,9 @@ pub fn frechet_distance(a: &FeatureStats, b: &FeatureStats) -> Result<f64> {
             a.dim(),
             b.dim(),
         ));
+    }
+    if a.mu() == b.mu() && a.sigma() == b.sigma() {
+        return Ok(0.0);
     }
     let d = a.dim();
     let mean_term: f64 = a
@@ -31,10 +39,31 @@ pub fn frechet_distance(a: &FeatureStats, b: &FeatureStats) -> Result<f64> {
         .map(|(x, y)| (x - y) * (x - y))
         .sum();
     let trace = |s: &[f64]| (0..d).map(|i| s[i * d + i]).sum::<f64>();
+    // The trace term multiplies the covariances (d terms of products of elements): finite elements near
+    // the top of the f64 range overflow there into a NaN that would read as a linear-algebra failure.
+    let largest = |s: &[f64]| s.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    let (big1, big2) = (largest(a.sigma()), largest(b.sigma()));
+    if !(big1 * big2 * d as f64).is_finite() {
+        return Err(MetricsError::Linalg(format!(
+            "the Fréchet distance overflows f64: covariance elements up to {big1:.3e} and {big2:.3e} \
+             in dimension {d}"
+        )));
+    }
     let s1 = symmetric(a.sigma(), d);
     let s2 = symmetric(b.sigma(), d);
     let cross = trace_sqrt_product(&s1, &s2)?;
-    Ok(mean_term + trace(a.sigma()) + trace(b.sigma()) - 2.0 * cross)
+    let fd = mean_term + trace(a.sigma()) + trace(b.sigma()) - 2.0 * cross;
+    if !fd.is_finite() {
+        // Finite inputs near the top of the f64 range can still overflow in the sums and products.
+        return Err(MetricsError::Linalg(format!(
+            "the Fréchet distance overflows f64: |mu1 - mu2|^2 = {mean_term:.3e}, tr S1 = {:.3e}, \
+             tr S2 = {:.3e}, tr sqrt(S1 S2) = {cross:.3e}",
+            trace(a.sigma()),
+            trace(b.sigma())
+        )));
+    }
+    // Written out rather than `fd.max(0.0)`, which may return -0.0.
+    Ok(if fd > 0.0 { fd } else { 0.0 })
 }
 
 fn symmetric(s: &[f64], d: usize) -> Mat<f64> {
@@ -111,7 +140,7 @@ fn symmetric_sqrt_trace(b: &Mat<f64>, s2: &Mat<f64>, lower: bool) -> Result<f64>
     let eigs = m.selfadjoint_eigenvalues(Side::Lower);
     if let Some(bad) = eigs.iter().find(|v| !v.is_finite()) {
         return Err(MetricsError::Linalg(format!(
-            "eigenvalues of B^T S2 B with S1 = B B^T (got {bad})"
+            "an eigenvalue of B^T S2 B with S1 = B B^T is {bad}"
         )));
     }
     Ok(eigs.iter().map(|&v| v.max(0.0).sqrt()).sum())

@@ -83,7 +83,8 @@ pub fn kernel_inception_distance<T: Copy + Into<f64>>(
         }
         s
     };
-    let mut values = Vec::with_capacity(cfg.num_subsets);
+    // Capped: the subset count is a user's number, and reserving for 10^18 of them would abort.
+    let mut values = Vec::with_capacity(cfg.num_subsets.min(1 << 16));
     for _ in 0..cfg.num_subsets {
         let x = subset(&fake, m, &mut rng);
         let y = subset(&real, m, &mut rng);

@@ -10,9 +10,9 @@ use crate::stats::FeatureStats;
 
 /// All arrays in an `.npz` archive, by name (without the `.npy` suffix), in archive order.
 pub fn read_npz(path: &Path) -> Result<Vec<(String, NpyArray)>> {
-    let zip_err = |source| MetricsError::Zip {
+    let zip_err = |error| MetricsError::Zip {
         path: path.into(),
-        source,
+        error,
     };
     let file = std::fs::File::open(path).map_err(|e| MetricsError::io(path, e))?;
     let file_len = file
@@ -42,9 +42,9 @@ pub fn read_npz(path: &Path) -> Result<Vec<(String, NpyArray)>> {
 
 /// Writes arrays as an uncompressed `.npz` (what `np.savez` writes).
 pub fn write_npz(path: &Path, arrays: &[(&str, &NpyArray)]) -> Result<()> {
-    let zip_err = |source| MetricsError::Zip {
+    let zip_err = |error| MetricsError::Zip {
         path: path.into(),
-        source,
+        error,
     };
     let file = std::fs::File::create(path).map_err(|e| MetricsError::io(path, e))?;
     let mut writer = zip::ZipWriter::new(std::io::BufWriter::new(file));
@@ -67,7 +67,8 @@ pub fn write_npz(path: &Path, arrays: &[(&str, &NpyArray)]) -> Result<()> {
     inner.flush().map_err(|e| MetricsError::io(path, e))
 }
 
-/// Reads reference statistics (`mu`, `sigma`, f64 or f32) from an EDM `.npz`; checks shapes and finiteness.
+/// Reads reference statistics (`mu`, `sigma`, f64 or f32) from an EDM `.npz`; checks shapes, finiteness
+/// and that `sigma` is a covariance (symmetric, positive semi-definite: [`FeatureStats::new`]).
 pub fn load_stats_npz(path: &Path) -> Result<FeatureStats> {
     let arrays = read_npz(path)?;
     let find = |name: &str| {
@@ -107,7 +108,8 @@ pub fn load_stats_npz(path: &Path) -> Result<FeatureStats> {
     let sigma = sigma.to_f64();
     crate::error::check_finite("mu", &mu).map_err(|e| context("mu", e))?;
     crate::error::check_finite("sigma", &sigma).map_err(|e| context("sigma", e))?;
-    let mut stats = FeatureStats::new(mu, sigma)?;
+    let mut stats = FeatureStats::new(mu, sigma)
+        .map_err(|e| FeatureStats::name_file(e, &path.display().to_string()))?;
     if let Some((_, n)) = arrays.iter().find(|(n, _)| n == NUM_SAMPLES) {
         let values = n.to_f64();
         let bad = |reason: String| MetricsError::Npy {

@@ -43,7 +43,7 @@ pub fn precision_recall<T: Copy + Into<f64>>(
         if x.nrows() <= k {
             return Err(MetricsError::TooFewSamples {
                 what: format!("precision/recall ({what})"),
-                needed: k + 1,
+                needed: k.saturating_add(1),
                 got: x.nrows(),
             });
         }

@@ -148,6 +148,8 @@ pub fn stats_of_dataset(
     let n = max_images.map_or(dataset.len(), |m| m.min(dataset.len()));
     let (c, h, w) = (dataset.channels(), dataset.height(), dataset.width());
     let size = dataset.image_size();
+    // The pixel buffer holds one batch: a batch larger than the dataset would only ask for memory.
+    let batch_size = batch_size.min(n.max(1));
     let mut acc = StatsAccumulator::new(extractor.feature_dim())?;
     let mut pixels = vec![0u8; batch_size * size];
     for start in (0..n).step_by(batch_size) {
@@ -178,7 +180,20 @@ pub fn images_of_dataset(
 ) -> Result<Images> {
     let n = max_images.map_or(dataset.len(), |m| m.min(dataset.len()));
     let size = dataset.image_size();
-    let mut pixels = vec![0u8; n * size];
+    // Every image is held at once: a failed allocation is an error saying so, not an abort.
+    let bytes = n.checked_mul(size);
+    let mut pixels = Vec::new();
+    if bytes.is_none_or(|b| pixels.try_reserve_exact(b).is_err()) {
+        return Err(MetricsError::arg(
+            "max_images",
+            n,
+            format!(
+                "{n} images of {} bytes do not fit in memory; read fewer (--max-images)",
+                size
+            ),
+        ));
+    }
+    pixels.resize(n * size, 0u8);
     for (i, chunk) in pixels.chunks_exact_mut(size.max(1)).enumerate().take(n) {
         dataset
             .image_into(i, chunk)

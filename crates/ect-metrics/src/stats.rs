@@ -4,9 +4,19 @@
 //! the outer products are summed), which avoids the cancellation of the textbook `E[xx^T] - mu mu^T`
 //! that EDM's `calculate_metrics.py` uses; both give the unbiased (N-1) covariance of `np.cov`.
 
-use faer::Mat;
+use faer::{Mat, Side};
 
 use crate::error::{check_finite, MetricsError, Result};
+
+/// How far a covariance may be from symmetric and positive semi-definite, relative to its largest
+/// absolute element `s`: `|sigma[i,j] - sigma[j,i]| <= COVARIANCE_TOLERANCE * s` and the smallest
+/// eigenvalue `>= -COVARIANCE_TOLERANCE * s`.
+///
+/// A covariance computed in f64 (`np.cov`, EDM's `fid.py`, [`StatsAccumulator`]) misses both by about
+/// `1e-16 * d * s`, and one rounded to f32 on the way to a file keeps its symmetry and moves its
+/// eigenvalues by about `6e-8 * sqrt(d) * s`: `1e-6` leaves a wide margin over both at `d = 2048` while a
+/// matrix that is not a covariance (a sign error, a transposed half, `-I`) misses it by far.
+pub const COVARIANCE_TOLERANCE: f64 = 1e-6;
 
 /// Mean and covariance of a feature distribution (the `mu`, `sigma` of EDM's reference statistics).
 #[derive(Debug, Clone, PartialEq)]
@@ -19,7 +29,8 @@ pub struct FeatureStats {
 
 impl FeatureStats {
     /// Statistics from a mean of length `d` and a row-major `d x d` covariance; rejects mismatched
-    /// sizes and non-finite values.
+    /// sizes, non-finite values, and a `sigma` that is not symmetric and positive semi-definite within
+    /// [`COVARIANCE_TOLERANCE`] (a Fréchet distance of such a matrix is a number without meaning).
     pub fn new(mu: Vec<f64>, sigma: Vec<f64>) -> Result<Self> {
         let dim = mu.len();
         if dim == 0 {
@@ -38,6 +49,7 @@ impl FeatureStats {
         }
         check_finite("mu", &mu)?;
         check_finite("sigma", &sigma)?;
+        check_covariance(&sigma, dim)?;
         Ok(Self {
             dim,
             mu,
@@ -70,6 +82,18 @@ impl FeatureStats {
     /// Number of samples, when known (files written by EDM do not record it).
     pub fn num_samples(&self) -> Option<u64> {
         self.num_samples
+    }
+
+    /// Names the file the statistics came from in a [`MetricsError::NotCovariance`] error: `what`
+    /// becomes `file:what`.
+    pub(crate) fn name_file(e: MetricsError, file: &str) -> MetricsError {
+        match e {
+            MetricsError::NotCovariance { what, reason } => MetricsError::NotCovariance {
+                what: format!("{file}:{what}"),
+                reason,
+            },
+            e => e,
+        }
     }
 
     /// Mean and covariance of the rows of a row-major `n x d` feature matrix.
@@ -208,6 +232,67 @@ impl StatsAccumulator {
                     0.5 * (self.scatter.read(i, j) + self.scatter.read(j, i)) / denom;
             }
         }
-        Ok(FeatureStats::new(self.mean.clone(), sigma)?.with_num_samples(self.count))
+        check_finite("mu", &self.mean)?;
+        check_finite("sigma", &sigma)?;
+        // Not `FeatureStats::new`: a sum of outer products is symmetric (exactly, after the line above)
+        // and positive semi-definite by construction, so its check (a d x d Cholesky) would only cost.
+        Ok(FeatureStats {
+            dim: d,
+            mu: self.mean.clone(),
+            sigma,
+            num_samples: Some(self.count),
+        })
     }
+}
+
+/// Fails unless the row-major `d x d` `sigma` is symmetric and positive semi-definite within
+/// [`COVARIANCE_TOLERANCE`] times its largest absolute element; the error gives the numbers.
+fn check_covariance(sigma: &[f64], d: usize) -> Result<()> {
+    let scale = sigma.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    if scale == 0.0 {
+        return Ok(());
+    }
+    let tol = COVARIANCE_TOLERANCE * scale;
+    let bad = |reason: String| MetricsError::NotCovariance {
+        what: "sigma".into(),
+        reason,
+    };
+    let mut worst = (0.0, 0, 0);
+    for i in 0..d {
+        for j in i + 1..d {
+            let gap = (sigma[i * d + j] - sigma[j * d + i]).abs();
+            if gap > worst.0 {
+                worst = (gap, i, j);
+            }
+        }
+    }
+    let (gap, i, j) = worst;
+    if gap > tol {
+        return Err(bad(format!(
+            "not symmetric: sigma[{i},{j}] = {} but sigma[{j},{i}] = {}, a difference of {gap:.3e} above \
+             the tolerance {tol:.3e} ({COVARIANCE_TOLERANCE:e} times the largest |element| {scale:.3e})",
+            sigma[i * d + j],
+            sigma[j * d + i]
+        )));
+    }
+    // A Cholesky factorization of sigma + tol I exists exactly when every eigenvalue of sigma is above
+    // -tol (up to rounding far below tol): a d^3/3 check that the common case passes without the
+    // several times dearer eigenvalues, which are computed only to decide and report a failure.
+    let shifted = Mat::<f64>::from_fn(d, d, |i, j| {
+        0.5 * (sigma[i * d + j] + sigma[j * d + i]) + if i == j { tol } else { 0.0 }
+    });
+    if shifted.cholesky(Side::Lower).is_ok() {
+        return Ok(());
+    }
+    let symmetric = Mat::<f64>::from_fn(d, d, |i, j| 0.5 * (sigma[i * d + j] + sigma[j * d + i]));
+    let eigs = symmetric.selfadjoint_eigenvalues(Side::Lower);
+    let lo = eigs.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = eigs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if lo >= -tol {
+        return Ok(());
+    }
+    Err(bad(format!(
+        "not positive semi-definite: smallest eigenvalue {lo:.3e} is below -{tol:.3e} \
+         ({COVARIANCE_TOLERANCE:e} times the largest |element| {scale:.3e}); largest eigenvalue {hi:.3e}"
+    )))
 }

@@ -33,6 +33,7 @@ pub enum DataCommand {
         cache: Option<PathBuf>,
     },
     /// Convert ImageNet (`train/<wnid>/*.JPEG`) once to an EDM zip at a resolution (center-crop-dhariwal).
+    /// The destination's folder is created; on an error no partial zip is left.
     ConvertImagenet {
         /// The ImageNet folder (with `train/` and/or `val/`).
         #[arg(long)]
@@ -48,6 +49,7 @@ pub enum DataCommand {
         dest: PathBuf,
     },
     /// Convert any dataset `ect data` reads to an EDM zip (PNGs + dataset.json), as EDM's dataset_tool.
+    /// The destination's folder is created; on an error no partial zip is left.
     Convert {
         /// Dataset file or folder.
         #[arg(long)]
@@ -80,6 +82,10 @@ fn progress_printer(what: &'static str) -> impl FnMut(usize, usize) {
 }
 
 /// Opens a dataset given on the command line (format and split as their CLI words).
+///
+/// Every command that reads a dataset here (`data stats`, `data convert`, the `metrics` commands) reads
+/// its images once in index order, which meets a bad image as early as the check at open would, so the
+/// check is skipped ([`ect_data::ImageCheck::Skip`]) instead of decoding everything twice.
 pub fn open_dataset(
     path: &Path,
     format: &str,
@@ -88,7 +94,8 @@ pub fn open_dataset(
     let mut spec = ect_data::DatasetSpec::new(path.to_path_buf());
     spec.format = format.parse()?;
     spec.split = split.parse()?;
-    ect_data::open(&spec).with_context(|| format!("opening dataset {}", path.display()))
+    ect_data::open_with(&spec, ect_data::ImageCheck::Skip)
+        .with_context(|| format!("opening dataset {}", path.display()))
 }
 
 /// Runs an `ect data` subcommand.

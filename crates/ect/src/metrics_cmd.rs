@@ -3,7 +3,7 @@
 
 use anyhow::{bail, Context};
 use clap::Subcommand;
-use ect_metrics::samples::load_samples_npy;
+use ect_metrics::samples::{load_samples_npy, SampleOptions};
 use ect_metrics::score::{
     compare_images, images_of_dataset, open_extractor, stats_of_dataset, stats_of_images,
     stats_of_images_with, ExtractorChoice,
@@ -35,12 +35,16 @@ pub enum MetricsCommand {
     /// Score a samples file against a reference: FD (plus class entropy with a classifier extractor).
     /// Prints one JSON object with the number of samples scored.
     Score {
-        /// Samples `.npy` (u8, or float in [-1, 1]; NCHW or NHWC).
+        /// Samples `.npy` (u8, or float in the --range; NCHW or NHWC).
         #[arg(long)]
         samples: PathBuf,
         /// Layout of the samples array.
         #[arg(long, default_value = "auto")]
         layout: String,
+        /// Range of float samples: -1,1 (quantized as EDM's generate.py) or 0,1 (as torchvision's
+        /// save_image). Values outside it are an error, not clipped; u8 samples are pixels as they are.
+        #[arg(long, default_value = "-1,1", allow_hyphen_values = true)]
+        range: String,
         #[command(flatten)]
         extractor: ExtractorArgs,
         /// The reference: a dataset (any format `ect data` reads) or a statistics `.npz`.
@@ -53,12 +57,16 @@ pub enum MetricsCommand {
     /// Compare samples with reference images in one extractor's feature space: FD, KID, precision and
     /// recall (and the Inception Score with a classifier extractor). Prints one JSON object.
     Compare {
-        /// Samples `.npy` (u8, or float in [-1, 1]; NCHW or NHWC).
+        /// Samples `.npy` (u8, or float in the --range; NCHW or NHWC).
         #[arg(long)]
         samples: PathBuf,
         /// Layout of the samples arrays (both `.npy` files): auto, nchw or nhwc.
         #[arg(long, default_value = "auto")]
         layout: String,
+        /// Range of float samples (both `.npy` files): -1,1 (quantized as EDM's generate.py) or 0,1 (as torchvision's
+        /// save_image). Values outside it are an error, not clipped; u8 samples are pixels as they are.
+        #[arg(long, default_value = "-1,1", allow_hyphen_values = true)]
+        range: String,
         #[command(flatten)]
         extractor: ExtractorArgs,
         /// The reference images: a samples `.npy` or a dataset (any format `ect data` reads).
@@ -143,12 +151,24 @@ pub struct InputArgs {
     /// At most this many images of a dataset.
     #[arg(long)]
     pub max_images: Option<usize>,
-    /// A samples `.npy` (u8, or float in [-1, 1]; NCHW or NHWC).
+    /// A samples `.npy` (u8, or float in the --range; NCHW or NHWC).
     #[arg(long)]
     pub samples: Option<PathBuf>,
     /// Layout of the samples array: auto, nchw or nhwc.
     #[arg(long, default_value = "auto")]
     pub layout: String,
+    /// Range of float samples: -1,1 (quantized as EDM's generate.py) or 0,1 (as torchvision's
+    /// save_image). Values outside it are an error, not clipped; u8 samples are pixels as they are.
+    #[arg(long, default_value = "-1,1", allow_hyphen_values = true)]
+    pub range: String,
+}
+
+/// The layout and value range of a samples file, from their command-line words.
+fn sample_options(layout: &str, range: &str) -> anyhow::Result<SampleOptions> {
+    Ok(SampleOptions {
+        layout: layout.parse()?,
+        range: range.parse()?,
+    })
 }
 
 fn device() -> tch::Device {
@@ -245,7 +265,7 @@ pub fn run(cmd: &MetricsCommand) -> anyhow::Result<()> {
                     input.max_images,
                 )?,
                 (None, Some(s)) => stats_of_images(
-                    &load_samples_npy(s, input.layout.parse()?)?,
+                    &load_samples_npy(s, &sample_options(&input.layout, &input.range)?)?,
                     ex.as_ref(),
                     extractor.batch,
                 )?,
@@ -260,13 +280,15 @@ pub fn run(cmd: &MetricsCommand) -> anyhow::Result<()> {
         MetricsCommand::Score {
             samples,
             layout,
+            range,
             extractor,
             reference,
             split,
         } => {
             let choice = extractor.choice()?;
+            // The samples first: a bad file is reported before a large extractor is loaded.
+            let images = load_samples_npy(samples, &sample_options(layout, range)?)?;
             let ex = open_extractor(&choice, device())?;
-            let images = load_samples_npy(samples, layout.parse()?)?;
             // One extraction pass gives both the statistics and the predicted classes.
             let mut histogram = ClassHistogram::new(ex.num_classes());
             let stats = stats_of_images_with(&images, ex.as_ref(), extractor.batch, &mut |f| {
@@ -306,6 +328,7 @@ pub fn run(cmd: &MetricsCommand) -> anyhow::Result<()> {
         MetricsCommand::Compare {
             samples,
             layout,
+            range,
             extractor,
             reference,
             split,
@@ -316,14 +339,14 @@ pub fn run(cmd: &MetricsCommand) -> anyhow::Result<()> {
             k,
         } => {
             let choice = extractor.choice()?;
+            let options = sample_options(layout, range)?;
+            let images = load_samples_npy(samples, &options)?;
             let ex = open_extractor(&choice, device())?;
-            let layout = layout.parse()?;
-            let images = load_samples_npy(samples, layout)?;
             let is_npy = reference
                 .extension()
                 .is_some_and(|e| e.eq_ignore_ascii_case("npy"));
             let reference_images = if is_npy {
-                load_samples_npy(reference, layout)?
+                load_samples_npy(reference, &options)?
             } else {
                 let ds = crate::data_cmd::open_dataset(reference, "auto", split)?;
                 images_of_dataset(ds.as_ref(), *max_images)?

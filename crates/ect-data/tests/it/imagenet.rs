@@ -175,11 +175,14 @@ fn a_corrupt_jpeg_is_an_error_naming_it() {
     let bad = root.join("train/n02/bad.JPEG");
     let bytes = std::fs::read(&bad).unwrap();
     std::fs::write(&bad, &bytes[..200]).unwrap();
-    let ds = open(&DatasetSpec {
+    let spec = DatasetSpec {
         format: Format::ImageNet,
         ..DatasetSpec::new(root)
-    })
-    .unwrap();
+    };
+    // Opening checks every image; without the check the bad one fails when read.
+    let e = open(&spec).err().unwrap().to_string();
+    assert!(e.contains("bad.JPEG") && e.contains("decode"), "{e}");
+    let ds = ect_data::open_with(&spec, ect_data::ImageCheck::Skip).unwrap();
     assert!(ds.image(0).is_ok());
     let e = ds.image(1).unwrap_err().to_string();
     assert!(e.contains("bad.JPEG") && e.contains("decode"), "{e}");

@@ -12,11 +12,13 @@ pub fn torch() -> MutexGuard<'static, ()> {
     TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+mod covariance;
 mod featnet;
 mod fmnist_train;
 mod frechet_golden;
 mod frechet_props;
 mod metrics_known;
 mod npy_npz;
+mod sample_range;
 mod scoring;
 mod torchscript;

@@ -48,13 +48,13 @@ fn float32_samples_are_quantized_in_float32() {
     let as_f32 = NpyArray::new(vec![1, 1, 1, 1], NpyData::F32(vec![x])).unwrap();
     let as_f64 = NpyArray::new(vec![1, 1, 1, 1], NpyData::F64(vec![f64::from(x)])).unwrap();
     assert_eq!(
-        samples_from_array(&as_f32, Layout::Auto, "f32")
+        samples_from_array(&as_f32, &Layout::Auto.into(), "f32")
             .unwrap()
             .pixels,
         [1]
     );
     assert_eq!(
-        samples_from_array(&as_f64, Layout::Auto, "f64")
+        samples_from_array(&as_f64, &Layout::Auto.into(), "f64")
             .unwrap()
             .pixels,
         [0]
@@ -83,24 +83,36 @@ fn layouts_and_dtypes_agree() {
     };
     let a = NpyArray::new(vec![2, 3, 2, 2], NpyData::U8(nchw.clone())).unwrap();
     let b = NpyArray::new(vec![2, 2, 2, 3], NpyData::U8(nhwc.clone())).unwrap();
-    assert_eq!(samples_from_array(&a, Layout::Auto, "a").unwrap(), want);
-    assert_eq!(samples_from_array(&b, Layout::Auto, "b").unwrap(), want);
-    assert_eq!(samples_from_array(&b, Layout::Nhwc, "b").unwrap(), want);
+    assert_eq!(
+        samples_from_array(&a, &Layout::Auto.into(), "a").unwrap(),
+        want
+    );
+    assert_eq!(
+        samples_from_array(&b, &Layout::Auto.into(), "b").unwrap(),
+        want
+    );
+    assert_eq!(
+        samples_from_array(&b, &Layout::Nhwc.into(), "b").unwrap(),
+        want
+    );
     // Floats in [-1, 1] whose quantization gives the same pixels.
     let floats: Vec<f32> = nhwc
         .iter()
         .map(|&p| (f32::from(p) - 127.5) / 127.5)
         .collect();
     let f = NpyArray::new(vec![2, 2, 2, 3], NpyData::F32(floats)).unwrap();
-    assert_eq!(samples_from_array(&f, Layout::Nhwc, "f").unwrap(), want);
+    assert_eq!(
+        samples_from_array(&f, &Layout::Nhwc.into(), "f").unwrap(),
+        want
+    );
     // Files: through .npy on disk.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("samples.npy");
     b.save(&path).unwrap();
-    assert_eq!(load_samples_npy(&path, Layout::Auto).unwrap(), want);
+    assert_eq!(load_samples_npy(&path, &Layout::Auto.into()).unwrap(), want);
     // N,H,W grayscale.
     let g = NpyArray::new(vec![2, 3, 4], NpyData::U8((0..24).collect())).unwrap();
-    let gi = samples_from_array(&g, Layout::Auto, "g").unwrap();
+    let gi = samples_from_array(&g, &Layout::Auto.into(), "g").unwrap();
     assert_eq!((gi.n, gi.c, gi.h, gi.w), (2, 1, 3, 4));
 }
 
@@ -109,18 +121,18 @@ fn bad_sample_files_give_clear_errors() {
     let _torch = crate::torch();
     let e = samples_from_array(
         &NpyArray::new(vec![2, 5, 5, 5], NpyData::U8(vec![0; 250])).unwrap(),
-        Layout::Auto,
+        &Layout::Auto.into(),
         "s.npy",
     );
     assert!(e.unwrap_err().to_string().contains("s.npy"));
     let e = samples_from_array(
         &NpyArray::new(vec![4, 4], NpyData::U8(vec![0; 16])).unwrap(),
-        Layout::Auto,
+        &Layout::Auto.into(),
         "t.npy",
     );
     assert!(e.unwrap_err().to_string().contains("[4, 4]"));
     let nan = NpyArray::new(vec![1, 1, 1, 2], NpyData::F64(vec![0.0, f64::NAN])).unwrap();
-    let e = samples_from_array(&nan, Layout::Nchw, "n.npy").unwrap_err();
+    let e = samples_from_array(&nan, &Layout::Nchw.into(), "n.npy").unwrap_err();
     assert!(
         e.to_string().contains("n.npy") && e.to_string().contains("NaN"),
         "{e}"

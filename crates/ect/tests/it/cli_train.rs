@@ -5,39 +5,7 @@ use std::path::Path;
 
 use crate::common;
 
-use common::{ect, last_json_line, tmp, write_idx};
-
-const CONFIG: &str = r#"
-seed = 1
-device = "cpu"
-iterations = 4
-batch_size = 8
-[data]
-format = "idx"
-[network]
-network = "ECMPrecond"
-img_resolution = 8
-img_channels = 1
-model_type = "SongUNet"
-model_channels = 8
-channel_mult = [1]
-channel_mult_emb = 2
-num_blocks = 1
-attn_resolutions = []
-dropout = 0.1
-[schedule]
-q = 2.0
-iters_per_stage = 2
-[sampling]
-grid_images = 4
-[output]
-checkpoint_every = 2
-sample_every = 0
-log_every = 1
-keep_last = 2
-[experiment]
-name = "ignored by ect train"
-"#;
+use common::{ect, last_json_line, tmp, write_idx, TINY_TRAIN_CONFIG as CONFIG};
 
 #[test]
 fn train_resume_and_sample_through_the_binary() {

@@ -57,3 +57,38 @@ pub fn last_json_line(out: &Output) -> serde_json::Value {
     let text = String::from_utf8_lossy(&out.stdout);
     serde_json::from_str(text.lines().last().expect("some output")).expect("JSON on the last line")
 }
+
+/// A tiny ECT run on CPU (an 8x8 grayscale SongUNet, 4 iterations of batch 8, a checkpoint every 2,
+/// stats every step) with an `[experiment]` table that `ect train` ignores; give `data.path` (IDX by
+/// default) and `output.run_dir` with `--set`.
+pub const TINY_TRAIN_CONFIG: &str = r#"
+seed = 1
+device = "cpu"
+iterations = 4
+batch_size = 8
+[data]
+format = "idx"
+[network]
+network = "ECMPrecond"
+img_resolution = 8
+img_channels = 1
+model_type = "SongUNet"
+model_channels = 8
+channel_mult = [1]
+channel_mult_emb = 2
+num_blocks = 1
+attn_resolutions = []
+dropout = 0.1
+[schedule]
+q = 2.0
+iters_per_stage = 2
+[sampling]
+grid_images = 4
+[output]
+checkpoint_every = 2
+sample_every = 0
+log_every = 1
+keep_last = 2
+[experiment]
+name = "ignored by ect train"
+"#;
