@@ -22,10 +22,10 @@ use ect_pickle::{Id, Limits, Plain, Val};
 use sha2::{Digest, Sha256};
 
 use crate::builder::Builder;
-use crate::config::NetworkConfig;
 use crate::error::UnetError;
 use crate::precond::Precond;
 use crate::pyjson::dumps_indent2;
+use crate::NetworkConfig;
 
 /// State-dict prefixes of EDM2's log-variance head, which ECT's network does not have.
 const DROPPED_PREFIXES: [&str; 2] = ["logvar_fourier.", "logvar_linear."];
@@ -242,7 +242,7 @@ fn select<'p>(root: Val<'p>, origin: &Path, key: &str) -> Result<Val<'p>, UnetEr
 /// `an ECMLoss object`, `a torch.nn.modules.container.ModuleDict object`, `a list`, ...
 fn describe(v: Val<'_>) -> String {
     let class = match v.class() {
-        Some((m, n)) if m == "<persistent>" => n.to_string(),
+        Some(("<persistent>", n)) => n.to_string(),
         Some((m, n)) => format!("{m}.{n}"),
         None => return v.node().a_kind(),
     };
