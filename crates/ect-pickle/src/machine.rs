@@ -169,6 +169,14 @@ fn children<'n>(node: &'n Node<'_>) -> Box<dyn Iterator<Item = Id> + 'n> {
     }
 }
 
+/// The container mutations (see [`Machine::fill`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Fill {
+    Append,
+    SetItems,
+    AddItems,
+}
+
 /// One run of the machine over one pickle.
 pub(crate) struct Machine<'a, 'b> {
     data: &'a [u8],
@@ -413,6 +421,16 @@ impl<'a, 'b> Machine<'a, 'b> {
 
     // ---- the memo ----
 
+    /// The key operand of a memo opcode: one byte (`BINGET`, `BINPUT`), four (`LONG_BINGET`,
+    /// `LONG_BINPUT`) or a decimal line (`GET`, `PUT`).
+    fn memo_key(&mut self, op: u8) -> Step<u32> {
+        match op {
+            b'h' | b'q' => Ok(self.u8()? as u32),
+            b'j' | b'r' => Ok(u32::from_le_bytes(self.take_array()?)),
+            _ => parse_memo_key(self.line_str()?),
+        }
+    }
+
     fn memo_get(&mut self, key: u32) -> Step {
         let id = *self
             .memo
@@ -458,56 +476,46 @@ impl<'a, 'b> Machine<'a, 'b> {
 
     // ---- mutation of containers ----
 
-    fn append(&mut self, target: Id, items: Vec<Id>) -> Step {
-        for &it in &items {
-            self.arena.adopt(target, it)?;
-        }
-        let len = match self.arena.node_mut(target) {
-            Node::List(v) => {
-                v.extend(items);
-                v.len()
-            }
-            Node::Object(o) => {
-                o.list_items.extend(items);
-                o.list_items.len()
-            }
-            other => return Err(format!("APPEND to {}", other.a_kind()).into()),
-        };
-        self.arena.grew(len)
-    }
-
-    fn set_items(&mut self, target: Id, items: Vec<Id>) -> Step {
-        if items.len() % 2 != 0 {
+    /// `APPEND(S)` to a list (or list subclass), `SETITEM(S)` on a dict (or dict subclass), `ADDITEMS`
+    /// to a set: `items` go into `target`, which stays on the stack.
+    fn fill(&mut self, target: Id, items: Vec<Id>, how: Fill) -> Step {
+        if how == Fill::SetItems && items.len() % 2 != 0 {
             return Err(format!("{} items for key-value pairs", items.len()).into());
         }
         for &it in &items {
             self.arena.adopt(target, it)?;
         }
-        let pairs = items.chunks_exact(2).map(|p| (p[0], p[1]));
-        let len = match self.arena.node_mut(target) {
-            Node::Dict(v) => {
-                v.extend(pairs);
-                v.len()
-            }
-            Node::Object(o) => {
-                o.dict_items.extend(pairs);
-                o.dict_items.len()
-            }
-            other => return Err(format!("SETITEM on {}", other.a_kind()).into()),
+        let pairs = |items: Vec<Id>| {
+            items
+                .chunks_exact(2)
+                .map(|p| (p[0], p[1]))
+                .collect::<Vec<_>>()
         };
-        self.arena.grew(len)
-    }
-
-    fn add_items(&mut self, target: Id, items: Vec<Id>) -> Step {
-        for &it in &items {
-            self.arena.adopt(target, it)?;
-        }
-        let len = match self.arena.node_mut(target) {
-            Node::Set(v) => {
+        let len = match (how, self.arena.node_mut(target)) {
+            (Fill::Append, Node::List(v)) | (Fill::AddItems, Node::Set(v)) => {
                 v.extend(items);
                 v.len()
             }
-            other => return Err(format!("ADDITEMS to {}", other.a_kind()).into()),
+            (Fill::Append, Node::Object(o)) => {
+                o.list_items.extend(items);
+                o.list_items.len()
+            }
+            (Fill::SetItems, Node::Dict(v)) => {
+                v.extend(pairs(items));
+                v.len()
+            }
+            (Fill::SetItems, Node::Object(o)) => {
+                o.dict_items.extend(pairs(items));
+                o.dict_items.len()
+            }
+            (how, other) => {
+                let verb = match how {
+                    Fill::Append => "APPEND to",
+                    Fill::SetItems => "SETITEM on",
+                    Fill::AddItems => "ADDITEMS to",
+                };
+                return Err(format!("{verb} {}", other.a_kind()).into());
+            }
         };
         self.arena.grew(len)
     }
@@ -582,7 +590,7 @@ impl<'a, 'b> Machine<'a, 'b> {
                     self.push(top);
                 }
                 // Constants and numbers.
-                b'N' => self.push(crate::machine::NONE),
+                b'N' => self.push(NONE),
                 0x88 => self.push(TRUE),
                 0x89 => self.push(FALSE),
                 b'K' => {
@@ -711,52 +719,36 @@ impl<'a, 'b> Machine<'a, 'b> {
                 b'a' => {
                     let v = self.pop()?;
                     let target = self.top()?;
-                    self.append(target, vec![v])?;
+                    self.fill(target, vec![v], Fill::Append)?;
                 }
                 b'e' => {
                     let items = self.pop_mark()?;
                     let target = self.top()?;
-                    self.append(target, items)?;
+                    self.fill(target, items, Fill::Append)?;
                 }
                 b's' => {
                     let v = self.pop()?;
                     let k = self.pop()?;
                     let target = self.top()?;
-                    self.set_items(target, vec![k, v])?;
+                    self.fill(target, vec![k, v], Fill::SetItems)?;
                 }
                 b'u' => {
                     let items = self.pop_mark()?;
                     let target = self.top()?;
-                    self.set_items(target, items)?;
+                    self.fill(target, items, Fill::SetItems)?;
                 }
                 0x90 => {
                     let items = self.pop_mark()?;
                     let target = self.top()?;
-                    self.add_items(target, items)?;
+                    self.fill(target, items, Fill::AddItems)?;
                 }
                 // Memo.
-                b'h' => {
-                    let k = self.u8()? as u32;
+                b'h' | b'j' | b'g' => {
+                    let k = self.memo_key(op)?;
                     self.memo_get(k)?;
                 }
-                b'j' => {
-                    let k = u32::from_le_bytes(self.take_array()?);
-                    self.memo_get(k)?;
-                }
-                b'g' => {
-                    let k = parse_memo_key(self.line_str()?)?;
-                    self.memo_get(k)?;
-                }
-                b'q' => {
-                    let k = self.u8()? as u32;
-                    self.memo_put(k)?;
-                }
-                b'r' => {
-                    let k = u32::from_le_bytes(self.take_array()?);
-                    self.memo_put(k)?;
-                }
-                b'p' => {
-                    let k = parse_memo_key(self.line_str()?)?;
+                b'q' | b'r' | b'p' => {
+                    let k = self.memo_key(op)?;
                     self.memo_put(k)?;
                 }
                 0x94 => {

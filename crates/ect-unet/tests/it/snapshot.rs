@@ -62,6 +62,14 @@ fn assert_same_folder(got: &Path, want: &Path) {
     }
 }
 
+/// The message of a conversion that must fail.
+fn error(snapshot: &Path, opts: &ConvertOptions) -> String {
+    match convert_file(snapshot, opts) {
+        Ok(_) => panic!("{} converted", snapshot.display()),
+        Err(e) => e.to_string(),
+    }
+}
+
 fn convert_into(snapshot: &Path, opts: &ConvertOptions, dir: &Path) -> ect_unet::Conversion {
     let c = convert_file(snapshot, opts).unwrap_or_else(|e| panic!("{}: {e}", snapshot.display()));
     c.write(dir).unwrap();
@@ -133,9 +141,7 @@ fn torch_save_files_holding_the_network_convert_the_same() {
         let tmp = tempfile::tempdir().unwrap();
         convert_into(&pickles().join(file), &net, tmp.path());
         assert_same_folder(tmp.path(), &pickles().join("edm-songunet-tiny"));
-        let e = convert_file(&pickles().join(file), &opts())
-            .unwrap_err()
-            .to_string();
+        let e = error(&pickles().join(file), &opts());
         assert!(
             e.ends_with("no entry \"ema\" (entries: net); choose one with --key"),
             "{e}"
@@ -146,7 +152,7 @@ fn torch_save_files_holding_the_network_convert_the_same() {
 #[test]
 fn bare_state_dicts_take_their_config_from_a_file() {
     let sd = pickles().join("edm2-tiny-state-dict.pt");
-    let e = convert_file(&sd, &opts()).unwrap_err().to_string();
+    let e = error(&sd, &opts());
     assert!(
         e.contains("bare state dict") && e.contains("--config"),
         "{e}"
@@ -184,15 +190,13 @@ fn bare_state_dicts_take_their_config_from_a_file() {
             .replace("\"model_channels\": 32", "\"model_channels\": 16"),
     )
     .unwrap();
-    let e = convert_file(
+    let e = error(
         &sd,
         &ConvertOptions {
             config: Some(wrong),
             ..opts()
         },
-    )
-    .unwrap_err()
-    .to_string();
+    );
     assert!(
         e.contains("weights do not match the network")
             && e.contains("shape mismatch: unet.enc.8x8_conv.weight"),
@@ -227,9 +231,7 @@ fn as_ecm_relabels_an_edm_network() {
         tensors(&tmp.path().join("weights.safetensors")),
         tensors(&reference.join("weights.safetensors"))
     );
-    let e = convert_file(&pickles().join("edm2-tiny.pkl"), &ecm)
-        .unwrap_err()
-        .to_string();
+    let e = error(&pickles().join("edm2-tiny.pkl"), &ecm);
     assert!(
         e.ends_with("--as-ecm needs an EDMPrecond network, got edm2.Precond"),
         "{e}"
@@ -256,10 +258,10 @@ fn unknown_classes_arguments_and_entries_are_errors_naming_them() {
         path
     };
     let foo = edited("EDMPrecond", "FooPrecond");
-    let e = convert_file(&foo, &opts()).unwrap_err().to_string();
+    let e = error(&foo, &opts());
     assert!(e.contains("FooPrecond.pkl: unsupported network class FooPrecond (EDMPrecond, ECMPrecond, edm2 Precond)"), "{e}");
     let arg = edited("channel_mult_noise", "channel_mult_nois3");
-    let e = convert_file(&arg, &opts()).unwrap_err().to_string();
+    let e = error(&arg, &opts());
     assert!(
         e.contains("channel_mult_nois3.pkl")
             && e.contains("unknown field(s) channel_mult_nois3 for network EDMPrecond"),
@@ -269,20 +271,16 @@ fn unknown_classes_arguments_and_entries_are_errors_naming_them() {
         key: "loss_fn".into(),
         ..opts()
     };
-    let e = convert_file(&pickles().join("edm-songunet-tiny.pkl"), &loss)
-        .unwrap_err()
-        .to_string();
+    let e = error(&pickles().join("edm-songunet-tiny.pkl"), &loss);
     assert!(
         e.ends_with("entry \"loss_fn\" is an ECMLoss object, not a network or a state dict"),
         "{e}"
     );
-    let e = convert_file(&tmp.path().join("missing.pkl"), &opts())
-        .unwrap_err()
-        .to_string();
+    let e = error(&tmp.path().join("missing.pkl"), &opts());
     assert!(e.contains("missing.pkl"), "{e}");
     let cut = tmp.path().join("cut.pkl");
     std::fs::write(&cut, &original[..original.len() / 2]).unwrap();
-    let e = convert_file(&cut, &opts()).unwrap_err().to_string();
+    let e = error(&cut, &opts());
     assert!(
         e.contains("cut.pkl: cannot read the pickle: ") && e.contains("truncated"),
         "{e}"

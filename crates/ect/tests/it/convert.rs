@@ -1,7 +1,8 @@
 //! `ect convert` on the reference snapshot pickles: the folder it writes is the Python converter's
 //! (byte for byte) and passes `ect parity`; errors are one readable line with exit status 1.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Output;
 
 use crate::common::{ect, tmp};
 
@@ -9,15 +10,21 @@ fn pickles() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../ect-unet/tests/fixtures/edm-pickles")
 }
 
+/// Runs `ect convert <pickle> <out> ARGS...`.
+fn convert(pickle: &str, out: &Path, args: &[&str]) -> Output {
+    ect()
+        .arg("convert")
+        .arg(pickles().join(pickle))
+        .arg(out)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn convert_then_parity() {
     let out = tmp("convert").join("edm-cifar");
-    let run = ect()
-        .arg("convert")
-        .arg(pickles().join("edm-songunet-tiny.pkl"))
-        .arg(&out)
-        .output()
-        .unwrap();
+    let run = convert("edm-songunet-tiny.pkl", &out, &[]);
     let stdout = String::from_utf8_lossy(&run.stdout);
     assert!(
         run.status.success(),
@@ -73,13 +80,7 @@ fn bad_requests_are_one_line_errors() {
             "entry \"loss_fn\" is an ECMLoss object, not a network or a state dict",
         ),
     ] {
-        let run = ect()
-            .arg("convert")
-            .arg(pickles().join("edm-songunet-tiny.pkl"))
-            .arg(dir.join("out"))
-            .args(&args)
-            .output()
-            .unwrap();
+        let run = convert("edm-songunet-tiny.pkl", &dir.join("out"), &args);
         let err = String::from_utf8_lossy(&run.stderr);
         assert_eq!(run.status.code(), Some(1), "{err}");
         assert!(err.starts_with("error: ") && err.contains(want), "{err}");
@@ -90,13 +91,7 @@ fn bad_requests_are_one_line_errors() {
         );
         assert!(!err.contains("panicked"), "{err}");
     }
-    let run = ect()
-        .arg("convert")
-        .arg(pickles().join("edm2-tiny.pkl"))
-        .arg(dir.join("out"))
-        .arg("--as-ecm")
-        .output()
-        .unwrap();
+    let run = convert("edm2-tiny.pkl", &dir.join("out"), &["--as-ecm"]);
     let err = String::from_utf8_lossy(&run.stderr);
     assert!(
         err.contains("--as-ecm needs an EDMPrecond network, got edm2.Precond"),
