@@ -11,13 +11,14 @@ crates/ect-pickle/tests/fixtures/
 - tensors-expected.safetensors: every tensor `.to(torch.float32).contiguous()`, names sorted.
 
 crates/ect-unet/tests/fixtures/edm-pickles/
-- edm-songunet-tiny-net.pt, edm-songunet-tiny-net-legacy.pt: torch.save({'net': <network>}) of
+- edm-songunet-tiny-net.pt: torch.save({'net': <network>}) of
   the network of edm-songunet-tiny.pkl rebuilt from its converted folder: the top module pickles as a
   torch_utils.persistence object (class EDMPrecond, its _init_kwargs, the reference weights) the way
   EDM's persistence module does, the submodules as plain torch.nn.Module objects. Converting it
   with `--key net` must give exactly the folder edm-songunet-tiny/;
-- edm2-tiny-state-dict.pt: torch.save of the state dict of edm2-tiny/ (in its order) plus a
-  `logvar_linear.weight`, as a bare state dict: converting it needs edm2-tiny/config.json.
+- edm-songunet-tiny-state-dict.pt: torch.save of the state dict of edm-songunet-tiny/ (in its
+  order) plus an EDM2-style `logvar_linear.weight`, as a bare state dict: converting it needs
+  edm-songunet-tiny/config.json.
 
 Run from the repository root with a Python that has torch:  python crates/ect-pickle/tools/make_fixtures.py
 """
@@ -149,14 +150,12 @@ def main():
 
     net = network_from_folder(os.path.join(UNET_FIXTURES, "edm-songunet-tiny"), stub_persistence())
     torch.save({"net": net}, os.path.join(UNET_FIXTURES, "edm-songunet-tiny-net.pt"))
-    torch.save({"net": net}, os.path.join(UNET_FIXTURES, "edm-songunet-tiny-net-legacy.pt"),
-               _use_new_zipfile_serialization=False)
-    edm2 = os.path.join(UNET_FIXTURES, "edm2-tiny")
-    weights = read_safetensors(os.path.join(edm2, "weights.safetensors"))
-    keys = json.load(open(os.path.join(edm2, "meta.json")))["state_dict_keys"]
+    song = os.path.join(UNET_FIXTURES, "edm-songunet-tiny")
+    weights = read_safetensors(os.path.join(song, "weights.safetensors"))
+    keys = json.load(open(os.path.join(song, "meta.json")))["state_dict_keys"]
     sd = collections.OrderedDict((k, weights[k]) for k in keys)
     sd["logvar_linear.weight"] = torch.zeros(1, 16)
-    torch.save(sd, os.path.join(UNET_FIXTURES, "edm2-tiny-state-dict.pt"))
+    torch.save(sd, os.path.join(UNET_FIXTURES, "edm-songunet-tiny-state-dict.pt"))
     print("torch", torch.__version__, "fixtures written")
 
 
