@@ -8,7 +8,7 @@
 //! | `cifar-10-binary.tar.gz` | `cifar-10-batches-bin/` | `data_batch_1.bin`..`5` | `test_batch.bin` |
 //! | `cifar-100-binary.tar.gz` | `cifar-100-binary/` | `train.bin` | `test.bin` |
 //!
-//! Python batches are pickled dicts (see [`crate::pickle`]) with `data` (N x 3072 `uint8`, each row
+//! Python batches are pickled dicts (read by `ect_pickle`) with `data` (N x 3072 `uint8`, each row
 //! the R, G and B planes of a 32x32 image, i.e. already C,H,W) and `labels` (CIFAR-10) or
 //! `fine_labels` (CIFAR-100). Binary records are a label byte (CIFAR-100: coarse then fine) followed by
 //! the same 3072 bytes. CIFAR-100 yields the fine labels (100 classes).
@@ -17,7 +17,6 @@ use std::path::{Path, PathBuf};
 
 use crate::dataset::InMemoryDataset;
 use crate::error::{DataError, Result};
-use crate::pickle::{self, Value};
 use crate::util::{read_file, tar_members};
 use crate::Split;
 
@@ -81,10 +80,13 @@ fn variant_of_folder(name: &str, binary: bool) -> Option<Variant> {
         .find(|&v| folder(v, binary) == name)
 }
 
-/// Parses one python batch: pixels (N x 3072) and labels.
+/// Parses one python batch: pixels (N x 3072) and labels. The pickle is read by `ect_pickle`, which
+/// builds data and never runs anything the file names.
 pub fn parse_python_batch(bytes: &[u8], path: &Path) -> Result<(Vec<u8>, Vec<u32>)> {
-    let root = pickle::load(bytes, path)?;
-    if !matches!(root, Value::Dict(_)) {
+    let pickle = ect_pickle::load(bytes, &ect_pickle::Limits::default())
+        .map_err(|e| DataError::format(path, format!("pickle: {e}")))?;
+    let root = pickle.root();
+    if root.entries().is_none() {
         return Err(DataError::format(
             path,
             format!("CIFAR batch is a pickled {}, expected a dict", root.kind()),
@@ -93,19 +95,32 @@ pub fn parse_python_batch(bytes: &[u8], path: &Path) -> Result<(Vec<u8>, Vec<u32
     let data = root
         .get("data")
         .ok_or_else(|| DataError::format(path, "CIFAR batch has no 'data' key"))?;
-    let (shape, pixels) = match data {
-        Value::Array { shape, data, .. } => (shape, data),
-        other => {
-            return Err(DataError::format(
-                path,
-                format!("CIFAR 'data' is a {}, expected a numpy array", other.kind()),
-            ))
-        }
-    };
+    let array = data.as_ndarray().ok_or_else(|| {
+        DataError::format(
+            path,
+            format!("CIFAR 'data' is a {}, expected a numpy array", data.kind()),
+        )
+    })?;
+    let shape = &array.shape;
     if shape.len() != 2 || shape[1] != IMAGE_BYTES {
         return Err(DataError::format(
             path,
             format!("CIFAR 'data' has shape {shape:?}, expected (N, 3072)"),
+        ));
+    }
+    if array.dtype.itemsize != 1 || !matches!(array.dtype.kind, 'u' | 'i' | 'b') {
+        return Err(DataError::format(
+            path,
+            format!(
+                "CIFAR 'data' has dtype {}, expected a one-byte type",
+                array.dtype.descr()
+            ),
+        ));
+    }
+    if array.fortran_order {
+        return Err(DataError::format(
+            path,
+            "CIFAR 'data' is in Fortran order, expected C order",
         ));
     }
     let (key, labels) = match (root.get("labels"), root.get("fine_labels")) {
@@ -118,24 +133,21 @@ pub fn parse_python_batch(bytes: &[u8], path: &Path) -> Result<(Vec<u8>, Vec<u32
             ))
         }
     };
-    let labels = match labels {
-        Value::List(items) => items
-            .iter()
-            .map(|v| match v {
-                Value::Int(x) if (0..=u32::MAX as i64).contains(x) => Ok(*x as u32),
-                other => Err(DataError::format(
-                    path,
-                    format!("CIFAR '{key}' holds a {} ({other:?})", other.kind()),
-                )),
-            })
-            .collect::<Result<Vec<u32>>>()?,
-        other => {
-            return Err(DataError::format(
+    let items = labels.items().ok_or_else(|| {
+        DataError::format(
+            path,
+            format!("CIFAR '{key}' is a {}, expected a list", labels.kind()),
+        )
+    })?;
+    let labels = items
+        .map(|v| match v.as_i64() {
+            Some(x) if (0..=u32::MAX as i64).contains(&x) => Ok(x as u32),
+            _ => Err(DataError::format(
                 path,
-                format!("CIFAR '{key}' is a {}, expected a list", other.kind()),
-            ))
-        }
-    };
+                format!("CIFAR '{key}' holds a {} ({:?})", v.kind(), v.node()),
+            )),
+        })
+        .collect::<Result<Vec<u32>>>()?;
     if labels.len() != shape[0] {
         return Err(DataError::CountMismatch {
             path: path.to_path_buf(),
@@ -143,7 +155,7 @@ pub fn parse_python_batch(bytes: &[u8], path: &Path) -> Result<(Vec<u8>, Vec<u32
             labels: labels.len(),
         });
     }
-    Ok((pixels.clone(), labels))
+    Ok((array.data.to_vec(), labels))
 }
 
 /// Parses one binary batch file: pixels (N x 3072) and (fine) labels.

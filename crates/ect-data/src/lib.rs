@@ -23,7 +23,6 @@ pub mod fmnist;
 pub mod idx;
 pub mod imagenet;
 pub mod loader;
-pub mod pickle;
 pub mod resize;
 pub mod sampler;
 pub mod stats;

@@ -61,6 +61,15 @@ pub enum UnetError {
         /// What is wrong.
         reason: String,
     },
+    /// A snapshot pickle or `torch.save` file cannot be converted (unreadable pickle, no network in
+    /// it, an unsupported class, a tensor that cannot be materialised).
+    #[error("{}: {reason}", path.display())]
+    Snapshot {
+        /// The snapshot file (or the file being written).
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// libtorch reported an error.
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),

@@ -13,6 +13,8 @@
 //! Dropout masks can be recorded and replayed ([`DropoutMode`], [`MaskTape`]) so that ECT's teacher
 //! pass sees the student pass's masks. [`parity::check_fixture`] compares against reference outputs.
 //! [`flops`] counts the multiply-accumulates of the forward passes (for compute budgets).
+//! [`snapshot`] converts published EDM / EDM2 / ECT snapshot pickles (and `torch.save` files) into
+//! this crate's format without Python, reading them with `ect_pickle`, which executes nothing.
 
 // tch implements `+=` as an in-place `add_`: autograd may still need the old value, and skip lists
 // share storage with the activations, so the networks always build new tensors.
@@ -29,6 +31,8 @@ pub mod flops;
 pub mod layers;
 pub mod parity;
 pub mod precond;
+pub mod pyjson;
+pub mod snapshot;
 pub mod song;
 pub mod weights;
 
@@ -46,4 +50,5 @@ pub use error::UnetError;
 pub use flops::{count_flops, FlopCount};
 pub use parity::{check_fixture, ParityReport};
 pub use precond::{CoeffMode, Precond};
+pub use snapshot::{convert_cached, convert_file, Conversion, ConvertOptions, ConvertedSnapshot};
 pub use weights::{load_weights, save_weights};

@@ -2,6 +2,7 @@
 //!
 //! Each subcommand lives in its own module; `main` only parses and dispatches.
 
+mod convert_cmd;
 mod cuda_driver;
 mod data_cmd;
 mod flops_cmd;
@@ -37,6 +38,9 @@ enum Command {
     Flops(flops_cmd::FlopsArgs),
     /// Check our network against a reference fixture: relative errors of evaluation and training outputs.
     Parity(parity_cmd::ParityArgs),
+    /// Convert a published EDM / EDM2 / ECT snapshot pickle (or a torch.save file) into weights,
+    /// config and meta files, without Python and without running anything the file names.
+    Convert(convert_cmd::ConvertArgs),
     /// Sample-quality metrics: FD of statistics files, feature statistics, scores, the feature net.
     #[command(subcommand)]
     Metrics(metrics_cmd::MetricsCommand),
@@ -68,6 +72,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Resume(args) => train_cmd::resume(&args),
         Command::Sample(args) => train_cmd::sample(&args),
         Command::Parity(args) => done(parity_cmd::run(&args)),
+        Command::Convert(args) => done(convert_cmd::run(&args)),
         Command::Flops(args) => done(flops_cmd::run(&args)),
     }
 }

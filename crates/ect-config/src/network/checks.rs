@@ -55,12 +55,15 @@ pub(crate) fn filter(field: &str, f: &[f64]) -> Result<(), NetworkConfigError> {
 
 /// What every UNet here shares: channels, one resolution level per `channel_mult` entry (each halving
 /// the feature maps), blocks per level, and self-attention only at resolutions the network has (the
-/// reference silently ignores others, which hides typos such as `[3]` for `[32]`).
+/// reference silently ignores others, which hides typos such as `[3]` for `[32]`). The architecture's
+/// default list (`default_attn`, the reference's, e.g. `[32, 16, 8]` whatever the image size) is
+/// accepted as it is: it is what the reference builds when the argument is not given.
 pub(crate) fn unet_levels(
     model_channels: i64,
     mult: &[i64],
     num_blocks: i64,
     attn_resolutions: &[i64],
+    default_attn: &[i64],
     res: i64,
 ) -> Result<(), NetworkConfigError> {
     positive("model_channels", model_channels)?;
@@ -85,7 +88,8 @@ pub(crate) fn unet_levels(
         ));
     }
     let resolutions: Vec<i64> = (0..=levels).map(|l| res >> l).collect();
-    if let Some(bad) = attn_resolutions.iter().find(|r| !resolutions.contains(r)) {
+    let unreachable = attn_resolutions.iter().find(|r| !resolutions.contains(r));
+    if let (Some(bad), false) = (unreachable, attn_resolutions == default_attn) {
         let list: Vec<String> = resolutions.iter().map(i64::to_string).collect();
         return Err(NetworkConfigError::config(
             "attn_resolutions",

@@ -73,6 +73,7 @@ impl DhariwalUNetConfig {
             &self.channel_mult,
             self.num_blocks,
             &self.attn_resolutions,
+            &Self::d_attn_resolutions(),
             res,
         )?;
         positive("channel_mult_emb", self.channel_mult_emb)?;

@@ -141,6 +141,7 @@ impl Edm2Config {
             &self.channel_mult,
             self.num_blocks,
             &self.attn_resolutions,
+            &Self::d_attn_resolutions(),
             self.image.img_resolution,
         )?;
         filter("resample_filter", &self.resample_filter)?;

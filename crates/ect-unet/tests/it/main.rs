@@ -21,4 +21,5 @@ mod init;
 mod params;
 mod parity;
 mod precond;
+mod snapshot;
 mod weights;

@@ -8,6 +8,7 @@ mod cli_metrics;
 mod cli_parity;
 mod cli_train;
 mod common;
+mod convert;
 mod data_convert;
 mod data_image_check;
 mod metrics_fuzz;

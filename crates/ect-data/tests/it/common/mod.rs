@@ -2,6 +2,8 @@
 //! file layouts.
 #![allow(dead_code)]
 
+pub mod py2pickle;
+
 use std::io::Write;
 use std::path::Path;
 
@@ -61,7 +63,7 @@ pub fn cifar_images(n: usize, seed: u64, classes: u32) -> (Vec<u8>, Vec<u32>) {
 
 /// The python pickle of one CIFAR batch in the real (Python 2 cPickle) layout.
 pub fn cifar_pickle(px: &[u8], labels: &[u32], label_key: &str) -> Vec<u8> {
-    use ect_data::pickle::{dump_py2, Value};
+    use py2pickle::{dump_py2, Value};
     let n = px.len() / 3072;
     let ints = |v: &[u32]| Value::List(v.iter().map(|&x| Value::Int(x as i64)).collect());
     let names = Value::List(
