@@ -34,7 +34,8 @@ pub enum WeightsChoice {
 /// A sampling request.
 #[derive(Debug, Clone)]
 pub struct SampleSpec {
-    /// A run directory (its latest checkpoint), a checkpoint directory, or a `.safetensors` file.
+    /// A run directory (its latest checkpoint), a checkpoint directory, a `.safetensors` file, or a
+    /// published snapshot (`.pkl` / `.pt`, converted once without Python and cached).
     pub source: PathBuf,
     /// For a bare `.safetensors` file: a JSON file with the network config (reference names).
     pub network_config: Option<PathBuf>,
@@ -70,6 +71,13 @@ pub struct SampleSummary {
     pub seconds: f64,
     /// Images generated per second.
     pub images_per_second: f64,
+}
+
+/// A published snapshot (`.pkl`) or `torch.save` file (`.pt`, `.pth`), converted before sampling.
+fn is_snapshot(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| matches!(e, "pkl" | "pt" | "pth"))
 }
 
 /// Finds (network config, weights file) for a source.
@@ -120,6 +128,20 @@ fn resolve(spec: &SampleSpec) -> Result<(ValidNetworkConfig, PathBuf)> {
                 checkpoint::STATE_FILE
             ),
         ));
+    }
+    if is_snapshot(src) {
+        if spec.network_config.is_some() {
+            return Err(TrainError::invalid(
+                "network_config",
+                format!(
+                    "{} is a snapshot, which names its own network",
+                    src.display()
+                ),
+            ));
+        }
+        let converted =
+            crate::init::converted_snapshot(src, "ema", &crate::init::snapshot_cache_dir())?;
+        return Ok((converted.config, converted.weights));
     }
     let cfg_path = spec.network_config.as_ref().ok_or_else(|| {
         TrainError::invalid(

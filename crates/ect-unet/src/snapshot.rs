@@ -22,10 +22,10 @@ use ect_pickle::{Id, Limits, Plain, Val};
 use sha2::{Digest, Sha256};
 
 use crate::builder::Builder;
+use crate::config::{NetworkConfig, NetworkConfigError, ValidNetworkConfig};
 use crate::error::UnetError;
 use crate::precond::Precond;
 use crate::pyjson::dumps_indent2;
-use crate::config::{NetworkConfig, NetworkConfigError, ValidNetworkConfig};
 
 /// State-dict prefixes of EDM2's log-variance head, which ECT's network does not have.
 const DROPPED_PREFIXES: [&str; 2] = ["logvar_fourier.", "logvar_linear."];

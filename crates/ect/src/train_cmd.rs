@@ -68,7 +68,8 @@ impl RunFlags {
 /// Options of `ect sample`.
 #[derive(Debug, clap::Args)]
 pub struct SampleArgs {
-    /// A run directory (its latest checkpoint), a checkpoint directory, or a `.safetensors` file.
+    /// A run directory (its latest checkpoint), a checkpoint directory, a `.safetensors` file, or a
+    /// published snapshot (EDM/EDM2/ECT `.pkl`, `torch.save` `.pt`; converted once, cached, never run).
     #[arg(long)]
     pub from: PathBuf,
     /// For a bare `.safetensors` file: the network's `config.json` (reference names).

@@ -21,4 +21,19 @@ pub enum InitConfig {
         /// The file.
         path: PathBuf,
     },
+    /// A published snapshot: an EDM / EDM2 / ECT `network-snapshot-*.pkl` or a `torch.save` file,
+    /// read without Python and converted once (cached by content hash). Its network must have the
+    /// configured architecture (dropout and the preconditioning's sigma range may differ).
+    Snapshot {
+        /// The `.pkl` or `.pt` file.
+        path: PathBuf,
+        /// The entry of the snapshot dict that holds the network.
+        #[serde(default = "default_snapshot_key")]
+        key: String,
+    },
+}
+
+/// The reference snapshots keep the EMA network under `ema`.
+fn default_snapshot_key() -> String {
+    "ema".into()
 }

@@ -19,4 +19,5 @@ mod loss;
 mod optim_golden;
 mod periodic_eval;
 mod sample;
+mod snapshot_init;
 mod trainer;

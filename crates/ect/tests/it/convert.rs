@@ -99,3 +99,48 @@ fn bad_requests_are_one_line_errors() {
     );
     assert!(!dir.join("out").exists());
 }
+
+/// `ect sample --from <pickle>` draws exactly what sampling from the Python converter's folder draws;
+/// the conversion is cached under `$ECT_CACHE/snapshots` and reused.
+#[test]
+fn sampling_from_a_snapshot_equals_sampling_from_its_conversion() {
+    let dir = tmp("sample-snapshot");
+    let cache = dir.join("cache");
+    let sample = |from: &[&std::ffi::OsStr], out: &str| {
+        let run = ect()
+            .env("ECT_CACHE", &cache)
+            .arg("sample")
+            .arg("--from")
+            .args(from)
+            .args([
+                "--heun", "2", "--n", "6", "--batch", "4", "--device", "cpu", "--out",
+            ])
+            .arg(dir.join(out))
+            .output()
+            .unwrap();
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        std::fs::read(dir.join(out)).unwrap()
+    };
+    let pkl = pickles().join("edm-songunet-tiny.pkl");
+    let reference = pickles().join("edm-songunet-tiny");
+    let from_pickle = sample(&[pkl.as_os_str()], "pickle.npy");
+    let weights = reference.join("weights.safetensors");
+    let config = reference.join("config.json");
+    let from_folder = sample(
+        &[
+            weights.as_os_str(),
+            "--network-config".as_ref(),
+            config.as_os_str(),
+        ],
+        "folder.npy",
+    );
+    assert_eq!(from_pickle.len(), 128 + 6 * 3 * 8 * 8);
+    assert_eq!(from_pickle, from_folder);
+    assert_eq!(sample(&[pkl.as_os_str()], "again.npy"), from_pickle);
+    let cached = std::fs::read_dir(cache.join("snapshots")).unwrap().count();
+    assert_eq!(cached, 1, "one conversion, reused");
+}
