@@ -102,6 +102,24 @@ pub fn load_vars(vs: &VarStore, path: &Path) -> Result<()> {
     crate::ema::copy_named_into(&named, vs, path)
 }
 
+/// Flushes `path` (a file or a folder's entries) to disk.
+fn sync_path(path: &Path) -> Result<()> {
+    std::fs::File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| TrainError::io(path, e))
+}
+
+/// Flushes every file of `dir` and then `dir` itself.
+fn sync_folder(dir: &Path) -> Result<()> {
+    for entry in std::fs::read_dir(dir).map_err(|e| TrainError::io(dir, e))? {
+        let path = entry.map_err(|e| TrainError::io(dir, e))?.path();
+        if path.is_file() {
+            sync_path(&path)?;
+        }
+    }
+    sync_path(dir)
+}
+
 /// Writes a checkpoint atomically: `fill` writes the files into a temporary directory, which is then
 /// renamed to `ckpt-<step>`; `latest` is updated and older checkpoints beyond `keep_last` are removed.
 /// Returns the checkpoint directory.
@@ -122,6 +140,9 @@ pub fn write_checkpoint(
     fill(&tmp)?;
     let json = serde_json::to_vec_pretty(state).expect("state serializes");
     write_atomic(&tmp.join(STATE_FILE), &json)?;
+    // On disk before the rename makes it the checkpoint: a power loss must not leave a renamed
+    // folder whose weights were still in the page cache.
+    sync_folder(&tmp)?;
     failpoint("checkpoint-written");
     let final_dir = dir.join(&name);
     let aside = dir.join(format!(".{name}.old"));
@@ -134,6 +155,7 @@ pub fn write_checkpoint(
         failpoint("checkpoint-replace");
     }
     std::fs::rename(&tmp, &final_dir).map_err(|e| TrainError::io(&final_dir, e))?;
+    sync_path(&dir)?;
     failpoint("checkpoint-renamed");
     if aside.exists() {
         std::fs::remove_dir_all(&aside).map_err(|e| TrainError::io(&aside, e))?;
