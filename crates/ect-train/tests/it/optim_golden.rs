@@ -13,8 +13,8 @@ fn floats(v: &Value) -> Vec<f32> {
 }
 
 fn check_case(case: &str, kind: OptimizerKind) {
-    let golden: Value =
-        serde_json::from_str(include_str!("../fixtures/optim_golden.json")).expect("fixture parses");
+    let golden: Value = serde_json::from_str(include_str!("../fixtures/optim_golden.json"))
+        .expect("fixture parses");
     let c = &golden["cases"][case];
     let cfg = OptimizerConfig {
         kind,
@@ -51,7 +51,8 @@ fn check_case(case: &str, kind: OptimizerKind) {
             .map(|(n, t)| (n.clone(), t.shallow_clone()))
             .collect(),
         &cfg,
-    );
+    )
+    .unwrap();
     let steps = golden["steps"].as_u64().unwrap() as usize;
     let mut worst = 0f64;
     for step in 0..steps {
@@ -110,7 +111,8 @@ fn nonfinite_gradients_are_repaired_and_clipping_bounds_the_norm() {
     let mut opt = Optimizer::from_params(
         vec![("p".into(), p.shallow_clone())],
         &OptimizerConfig::default(),
-    );
+    )
+    .unwrap();
     assert_eq!(opt.sanitize_grads(None), None);
     assert_eq!(
         Vec::<f32>::try_from(p.grad()).unwrap(),

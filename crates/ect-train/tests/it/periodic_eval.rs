@@ -12,7 +12,7 @@ use ect_train::periodic_eval::FdRecord;
 use ect_train::{train, RunOptions};
 use tch::Device;
 
-/// libtorch's generator is process-global: the tests take turns.
+// libtorch's generator is process-global: the tests take turns.
 
 /// 28x28 images: a bright bar at a class-dependent row over a dim, textured background.
 fn images(n: usize) -> Vec<u8> {

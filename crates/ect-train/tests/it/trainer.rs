@@ -83,7 +83,10 @@ fn loss_scaling_is_exact_and_overflow_backs_off() {
         ..LossScaleConfig::default()
     };
     let (scaled, state) = run(&data, &tmp.path().join("scaled"), Some(growing));
-    assert_eq!(plain, scaled, "a power-of-two loss scale changed the weights");
+    assert_eq!(
+        plain, scaled,
+        "a power-of-two loss scale changed the weights"
+    );
     let s = state.loss_scale.unwrap();
     // Six good steps with growth every two: 2^16 -> 2^19.
     assert_eq!(
@@ -105,7 +108,7 @@ fn loss_scaling_is_exact_and_overflow_backs_off() {
     assert_eq!(state.nonfinite_total, 0, "overflow is not divergence");
 }
 
-/// A denoising objective that exists only in this test: fixed noise levels `t = 1 + i` per micro-batch
+/// A denoising objective that exists only in this test: fixed noise levels `t = 1 + i` per batch
 /// image, loss `|D(x0 + t eps, t) - x0|^2` (unweighted). It needs no configuration variant and no change
 /// to the trainer.
 struct FixedLevels {
@@ -138,7 +141,10 @@ impl Objective for FixedLevels {
         let t = Tensor::from_slice(&levels.t).to_kind(Kind::Float);
         let x = x0 + eps * t.view([-1, 1, 1, 1]);
         let d = net.denoise(&x, &t, labels, Pass::Train);
-        (d - x0).square().flatten(1, -1).sum_dim_intlist(-1, false, Kind::Float)
+        (d - x0)
+            .square()
+            .flatten(1, -1)
+            .sum_dim_intlist(-1, false, Kind::Float)
     }
 
     fn samplers(&self, _sampling: &SamplingConfig) -> Vec<Sampler> {
@@ -162,14 +168,19 @@ fn a_new_objective_drives_the_trainer_step_by_step() {
     assert_eq!(first.step, 1);
     assert_eq!(first.outcome, StepOutcome::Applied);
     assert_eq!(first.images, 8);
-    // Two micro-batches of t = [1, 2, 3, 4]: the mean t is 2.5, r is 0.
-    assert_eq!((first.mean_t, first.mean_r, first.stage), (2.5, 0.0, 0));
+    // One draw for the global batch, t = [1, ..., 8] (each micro-batch of 4 takes its rows): the mean
+    // t is 4.5, r is 0.
+    assert_eq!((first.mean_t, first.mean_r, first.stage), (4.5, 0.0, 0));
     assert!(first.loss.is_finite() && first.loss > 0.0);
     let second = trainer.step().unwrap();
     assert_eq!(second.step, 2);
     assert_eq!(trainer.state().step, 2);
     assert_eq!(trainer.state().images_seen, 16);
-    assert_ne!(before, param_values(&trainer), "the steps updated the weights");
+    assert_ne!(
+        before,
+        param_values(&trainer),
+        "the steps updated the weights"
+    );
 }
 
 fn param_values(t: &Trainer) -> Vec<f32> {
