@@ -109,8 +109,9 @@ impl Ema {
         }
     }
 
-    /// Moves every track toward the current weights of `vs`, after optimizer step number `step` (1-based):
-    /// the weights are gathered into one flat copy per group, then each track is one `lerp`.
+    /// Moves every track toward the current weights of `vs`, after optimizer step number `step` (1-based).
+    /// On a GPU the weights are gathered into one flat copy per group and each track is one `lerp`; on
+    /// the CPU each variable is updated in turn (see the crate's benchmark).
     pub fn update(&mut self, vs: &VarStore, step: u64, batch_size: u64) {
         if self.tracks.is_empty() {
             return;
@@ -120,6 +121,20 @@ impl Ema {
             .map(|i| self.beta(i, step, batch_size))
             .collect();
         tch::no_grad(|| {
+            if !self.flats[0].iter().any(|f| f.device().is_cuda()) {
+                // CPU: one variable at a time, which keeps the operands in cache (faster here than
+                // streaming whole flat buffers through memory several times).
+                for (track, beta) in self.tracks.iter_mut().zip(&betas) {
+                    for (name, shadow) in track.iter_mut() {
+                        if let Some(p) = vars.get(name) {
+                            // torch: p_ema.copy_(p_net.detach().lerp(p_ema, beta))
+                            shadow.copy_(&p.detach().lerp(shadow, *beta));
+                        }
+                    }
+                }
+                return;
+            }
+            // GPU: gather the weights once, then one lerp per track and group (a few launches).
             // A variable missing from `vs` keeps its shadow (the first track's value is used for it).
             let current: Vec<(String, Tensor)> = self.tracks[0]
                 .iter()
