@@ -108,14 +108,17 @@ impl Trainer {
         if dist.is_distributed() {
             let mut buffers = trainer.opt.replicated_buffers();
             buffers.extend(trainer.ema.replicated_buffers());
-            buffers.extend(
-                trainer
-                    .net
-                    .vs
-                    .variables()
-                    .into_values()
-                    .filter(|t| !t.requires_grad()),
-            );
+            // Non-trainable variables by name: every rank must list the same tensors in the same order
+            // (a `HashMap`'s order differs between processes).
+            let mut fixed: Vec<(String, Tensor)> = trainer
+                .net
+                .vs
+                .variables()
+                .into_iter()
+                .filter(|(_, t)| !t.requires_grad())
+                .collect();
+            fixed.sort_by(|a, b| a.0.cmp(&b.0));
+            buffers.extend(fixed.into_iter().map(|(_, t)| t));
             dist.broadcast_bucketed(&mut buffers, 0, DEFAULT_BUCKET_BYTES)
                 .map_err(|e| TrainError::external("broadcasting rank 0's weights", e))?;
         }
