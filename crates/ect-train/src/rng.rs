@@ -54,7 +54,12 @@ pub fn seed_torch(seed: u64, step: u64, stream: Stream) {
 /// Seeds libtorch's global generators for `stream` at `step` on data-parallel rank `rank`: ranks draw
 /// distinct streams (dropout masks differ per rank), each a pure function of `(seed, step, rank)`.
 pub fn seed_torch_rank(seed: u64, step: u64, stream: Stream, rank: usize) {
-    tch::manual_seed(mix(derive(seed, step, stream) ^ rank as u64) as i64);
+    tch::manual_seed(derive_rank(seed, step, stream, rank) as i64);
+}
+
+/// The seed of `stream` at `step` on data-parallel rank `rank`.
+pub fn derive_rank(seed: u64, step: u64, stream: Stream, rank: usize) -> u64 {
+    mix(derive(seed, step, stream) ^ rank as u64)
 }
 
 #[cfg(test)]
@@ -79,6 +84,17 @@ mod tests {
             }
         }
         assert_ne!(derive(0, 0, Stream::Times), derive(1, 0, Stream::Times));
+        // Dropout streams: distinct per rank and step, the same on every call.
+        let mut ranks = std::collections::HashSet::new();
+        for step in 0..100 {
+            for rank in 0..8 {
+                assert!(ranks.insert(derive_rank(7, step, Stream::Dropout, rank)));
+            }
+        }
+        assert_eq!(
+            derive_rank(7, 3, Stream::Dropout, 1),
+            derive_rank(7, 3, Stream::Dropout, 1)
+        );
         assert_eq!(derive(3, 5, Stream::Torch), derive(3, 5, Stream::Torch));
     }
 }
