@@ -1,5 +1,6 @@
 //! `precision = "bf16"` on the CPU: the trainer's forward passes run under bfloat16 autocast (seen from
-//! inside the objective, and in the network's rounding), and a bf16 run trains like the float32 run.
+//! inside the objective, and in the network's rounding), and a bf16 run trains like the float32 run (EDM
+//! objective, 30 steps).
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -30,7 +31,7 @@ fn config(data: &Path, run: &Path, precision: &str, iterations: u64) -> TrainCon
          [network]\nnetwork = \"ECMPrecond\"\nimg_resolution = 8\nimg_channels = 1\n\
          model_type = \"SongUNet\"\nmodel_channels = 16\nchannel_mult = [1, 2]\nnum_blocks = 1\n\
          attn_resolutions = [4]\ndropout = 0.0\n\
-         [optimizer]\nlr = 0.001\n\
+         [objective]\nkind = \"edm\"\n[optimizer]\nlr = 0.002\n\
          [output]\ncheckpoint_every = 0\nsample_every = 0\nlog_every = 1\n"
     );
     let sets = [
@@ -120,10 +121,12 @@ fn bf16_forward_runs_in_bfloat16_and_trains_like_fp32() {
          (last five steps differ by {:.1e} relative)",
         rel
     );
-    // Another arithmetic ran (the losses are not those of float32), and after 30 steps the bf16 run's
-    // loss is within 2% of the float32 run's (bf16 keeps 8 bits of mantissa).
+    // Both runs learn (EDM's denoising loss falls: measured 67.9 -> 49.2 over 30 steps), another
+    // arithmetic ran (the losses are not those of float32), and the bf16 run's loss over the last five
+    // steps is within 1% of the float32 run's (measured: 5.5e-5 relative).
+    assert!(last32 < 0.9 * first32 && last16 < 0.9 * first16);
     assert!(fp32.iter().zip(&bf16).any(|(a, b)| a != b), "{bf16:?}");
-    assert!(rel < 0.02, "bf16 {last16} vs fp32 {last32}");
+    assert!(rel < 0.01, "bf16 {last16} vs fp32 {last32}");
 }
 
 #[test]
