@@ -268,3 +268,12 @@ pub fn profile_to<T>(
     profiler.finish(path)?;
     Ok(out)
 }
+
+/// Sets `param`'s gradient to `grad` (Python's `param.grad = grad`): backward then accumulates into
+/// `grad` in place, so gradients can be views of one flat buffer (DDP's `gradient_as_bucket_view`).
+/// `grad` must have the parameter's shape, dtype and device.
+pub fn set_grad(param: &mut tch::Tensor, grad: &mut tch::Tensor) -> Result<(), ContextError> {
+    // SAFETY: both pointers come from live tensors borrowed for the call; the shim copies the handle.
+    let err = unsafe { ffi::ect_set_grad(param.as_mut_ptr(), grad.as_mut_ptr()) };
+    check(|| "setting a parameter's gradient".to_owned(), err)
+}

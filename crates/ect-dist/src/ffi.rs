@@ -98,6 +98,10 @@ extern "C" {
         with_stack: bool,
     ) -> *mut c_char;
     pub fn ect_profiler_stop(path: *const c_char) -> *mut c_char;
+    pub fn ect_set_grad(
+        param: *mut torch_sys::C_tensor,
+        grad: *mut torch_sys::C_tensor,
+    ) -> *mut c_char;
 }
 
 /// Turns a shim return value into `Ok(())` (null) or the message it carries, freeing it.

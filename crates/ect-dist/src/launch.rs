@@ -30,6 +30,9 @@ pub struct LaunchSpec {
     pub grace: Duration,
     /// Extra environment variables for every worker.
     pub env: Vec<(OsString, OsString)>,
+    /// Exit codes besides 0 that end a worker normally, so the others are left to finish (`ect train`
+    /// exits with 3 when it stopped early with a checkpoint written).
+    pub normal_codes: Vec<i32>,
 }
 
 impl LaunchSpec {
@@ -46,6 +49,7 @@ impl LaunchSpec {
             master_port: None,
             grace: Duration::from_secs(30),
             env: Vec::new(),
+            normal_codes: Vec::new(),
         }
     }
 }
@@ -246,8 +250,14 @@ fn signal_worker(child: &Child, sig: libc::c_int) {
 }
 
 /// Starts `spec.nproc` workers and waits for them; see the module docs. `Ok` when every worker exits
-/// with code 0.
+/// with code 0 (or one of `spec.normal_codes`).
 pub fn launch(spec: &LaunchSpec) -> Result<(), LaunchError> {
+    launch_with_exits(spec).map(drop)
+}
+
+/// As [`launch`], returning how each rank ended when every worker ended normally (code 0 or one of
+/// `spec.normal_codes`).
+pub fn launch_with_exits(spec: &LaunchSpec) -> Result<Vec<(usize, WorkerExit)>, LaunchError> {
     if spec.nproc == 0 {
         return Err(LaunchError::Invalid("nproc must be at least 1".into()));
     }
@@ -278,7 +288,7 @@ pub fn launch(spec: &LaunchSpec) -> Result<(), LaunchError> {
             }
         }
     }
-    let result = supervise(&mut children, spec.grace);
+    let result = supervise(&mut children, spec.grace, &spec.normal_codes);
     drop(handlers);
     result
 }
@@ -320,7 +330,11 @@ fn spawn_worker(spec: &LaunchSpec, rank: usize, port: u16, run_id: &str) -> std:
 }
 
 /// Polls the workers until all have ended, forwarding signals and stopping the others after a failure.
-fn supervise(children: &mut [Child], grace: Duration) -> Result<(), LaunchError> {
+fn supervise(
+    children: &mut [Child],
+    grace: Duration,
+    normal_codes: &[i32],
+) -> Result<Vec<(usize, WorkerExit)>, LaunchError> {
     let mut exits: Vec<Option<WorkerExit>> = vec![None; children.len()];
     let mut failure: Option<(usize, WorkerExit)> = None;
     let mut forwarded = 0usize;
@@ -344,7 +358,9 @@ fn supervise(children: &mut [Child], grace: Duration) -> Result<(), LaunchError>
             if let Some(status) = children[rank].try_wait().map_err(LaunchError::Wait)? {
                 let exit = WorkerExit::from_status(status);
                 exits[rank] = Some(exit);
-                if !exit.success() && failure.is_none() && forwarded == 0 {
+                let normal = exit.success()
+                    || matches!(exit, WorkerExit::Code(c) if normal_codes.contains(&c));
+                if !normal && failure.is_none() && forwarded == 0 {
                     failure = Some((rank, exit));
                     for (other, exit) in children.iter().zip(&exits) {
                         if exit.is_none() {
@@ -382,5 +398,5 @@ fn supervise(children: &mut [Child], grace: Duration) -> Result<(), LaunchError>
             exits,
         });
     }
-    Ok(())
+    Ok(exits)
 }

@@ -1,16 +1,20 @@
-//! Mixed precision on CUDA: float16 autocast with dynamic loss scaling (`precision = "fp16"`).
+//! Mixed precision: the forward passes run under autocast (weights, optimizer state and EMA stay
+//! float32).
 //!
-//! bfloat16 autocast would need no loss scaling, but libtorch's C API as exposed by tch 0.24 only turns
-//! CUDA autocast on and off (`at::autocast::set_enabled`), whose dtype is float16; the dtype setter is not
-//! reachable. So mixed precision here is PyTorch's classic recipe: the forward passes run under float16
-//! autocast (weights, optimizer state and EMA stay float32), the loss is multiplied by a scale before
-//! backward so small gradients do not flush to zero, gradients are divided by the scale before the step,
-//! and a step whose gradients overflowed is skipped while the scale backs off
-//! (`torch.cuda.amp.GradScaler`'s rule and defaults).
+//! - `precision = "fp16"` (CUDA): PyTorch's classic recipe: float16 autocast, the loss is multiplied by a
+//!   scale before backward so small gradients do not flush to zero, gradients are divided by the scale
+//!   before the step, and a step whose gradients overflowed is skipped while the scale backs off
+//!   (`torch.cuda.amp.GradScaler`'s rule and defaults).
+//! - `precision = "bf16"` (CUDA or CPU): bfloat16 autocast, which has float32's range, so no loss scaling.
+//!   tch 0.24 can only switch autocast on and off (float16 on CUDA); the dtype is set through
+//!   `ect_dist::context` (per thread: the forward runs on the thread that set it).
 
 pub use ect_config::train::{LossScaleConfig, Precision};
+use ect_dist::context::{with_autocast, AutocastDevice, AutocastDtype};
 use serde::{Deserialize, Serialize};
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
+
+use crate::error::{Result, TrainError};
 
 /// The scale and its growth counter; saved in checkpoints so a resumed run scales as the original.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -89,12 +93,22 @@ impl LossScaler {
     }
 }
 
-/// Runs `f` under CUDA float16 autocast when `precision` is `Fp16` (a no-op without CUDA, as tch's
-/// `autocast`), plainly otherwise; the result is returned in float32.
-pub fn forward_in<T>(precision: Precision, f: impl FnOnce() -> T) -> T {
+/// Runs `f` under the autocast of `precision` on `device`'s type: CUDA float16 for `Fp16` (a no-op
+/// without CUDA, as tch's `autocast`), bfloat16 for `Bf16`, plainly for `Fp32`. Outputs of autocast ops
+/// are in the lower precision; see [`to_f32`].
+pub fn forward_in<T>(precision: Precision, device: Device, f: impl FnOnce() -> T) -> Result<T> {
     match precision {
-        Precision::Fp32 => f(),
-        Precision::Fp16 => tch::autocast(true, f),
+        Precision::Fp32 => Ok(f()),
+        Precision::Fp16 => Ok(tch::autocast(true, f)),
+        Precision::Bf16 => {
+            let on = if device.is_cuda() {
+                AutocastDevice::Cuda
+            } else {
+                AutocastDevice::Cpu
+            };
+            with_autocast(on, AutocastDtype::BFloat16, f)
+                .map_err(|e| TrainError::external("bfloat16 autocast", e))
+        }
     }
 }
 
@@ -163,6 +177,20 @@ mod tests {
     }
 
     #[test]
+    fn bf16_autocast_runs_linear_in_bfloat16_on_the_cpu() {
+        let x = Tensor::ones([2, 3], (Kind::Float, Device::Cpu));
+        let w = Tensor::ones([4, 3], (Kind::Float, Device::Cpu));
+        let y = forward_in(Precision::Bf16, Device::Cpu, || {
+            x.linear(&w, None::<Tensor>)
+        })
+        .unwrap();
+        assert_eq!(y.kind(), Kind::BFloat16);
+        assert_eq!(to_f32(&y).kind(), Kind::Float);
+        // Outside the region, float32 again.
+        assert_eq!(x.linear(&w, None::<Tensor>).kind(), Kind::Float);
+    }
+
+    #[test]
     fn bad_factors_are_named() {
         let check = |c: LossScaleConfig| match c.validate().unwrap_err() {
             ect_config::ConfigError::Invalid { field, .. } => field,
@@ -194,13 +222,15 @@ mod tests {
 
     #[test]
     fn fp32_forward_is_plain_and_precision_parses() {
-        assert_eq!(forward_in(Precision::Fp32, || 3), 3);
+        assert_eq!(forward_in(Precision::Fp32, Device::Cpu, || 3).unwrap(), 3);
         #[derive(Deserialize)]
         struct P {
             p: Precision,
         }
         let p: P = toml::from_str("p = \"fp16\"").unwrap();
         assert_eq!(p.p, Precision::Fp16);
-        assert!(toml::from_str::<P>("p = \"bf16\"").is_err());
+        let p: P = toml::from_str("p = \"bf16\"").unwrap();
+        assert_eq!(p.p, Precision::Bf16);
+        assert!(toml::from_str::<P>("p = \"fp8\"").is_err());
     }
 }

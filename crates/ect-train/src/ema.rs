@@ -5,15 +5,40 @@
 use std::path::Path;
 
 pub use ect_config::train::EmaConfig;
-use tch::{nn::VarStore, Tensor};
+use tch::{nn::VarStore, Device, Kind, Tensor};
 
 use crate::error::{Result, TrainError};
 
-/// One or more shadow copies of the network variables.
+/// `vars` (in `layout`'s order) copied into one flat buffer per group: one `cat` per group.
+fn gather(
+    vars: &[(String, Tensor)],
+    layout: &[(String, usize, i64, i64)],
+    groups: usize,
+) -> Vec<Tensor> {
+    (0..groups)
+        .map(|g| {
+            let parts: Vec<Tensor> = vars
+                .iter()
+                .zip(layout)
+                .filter(|(_, l)| l.1 == g)
+                .map(|((_, t), _)| t.detach().reshape([-1]))
+                .collect();
+            Tensor::cat(&parts, 0)
+        })
+        .collect()
+}
+
+/// One or more shadow copies of the network variables, each track in one flat buffer per
+/// (device, dtype) so that an update is a few tensor ops whatever the number of variables.
 pub struct Ema {
     cfg: EmaConfig,
     labels: Vec<String>,
-    /// Per track, the shadow of every variable (buffers too, so a track loads as a complete network).
+    /// Variable names, sorted, and where each lies: (group, offset, numel).
+    layout: Vec<(String, usize, i64, i64)>,
+    /// Per track, one flat buffer per group.
+    flats: Vec<Vec<Tensor>>,
+    /// Per track, the shadow of every variable (buffers too, so a track loads as a complete network):
+    /// views of `flats`, by reference name.
     tracks: Vec<Vec<(String, Tensor)>>,
 }
 
@@ -23,17 +48,42 @@ impl Ema {
         let labels = cfg.labels();
         let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
         vars.sort_by(|a, b| a.0.cmp(&b.0));
-        let tracks = labels
-            .iter()
-            .map(|_| {
-                vars.iter()
-                    .map(|(n, t)| (n.clone(), t.detach().copy()))
-                    .collect()
-            })
-            .collect();
+        let mut keys: Vec<(Device, Kind)> = Vec::new();
+        let mut sizes: Vec<i64> = Vec::new();
+        let mut layout = Vec::with_capacity(vars.len());
+        for (name, t) in &vars {
+            let key = (t.device(), t.kind());
+            let g = keys.iter().position(|k| *k == key).unwrap_or_else(|| {
+                keys.push(key);
+                sizes.push(0);
+                keys.len() - 1
+            });
+            let n = t.numel() as i64;
+            layout.push((name.clone(), g, sizes[g], n));
+            sizes[g] += n;
+        }
+        let mut flats = Vec::with_capacity(labels.len());
+        let mut tracks = Vec::with_capacity(labels.len());
+        for _ in &labels {
+            let flat = gather(&vars, &layout, keys.len());
+            let views = vars
+                .iter()
+                .zip(&layout)
+                .map(|((name, t), &(_, g, off, n))| {
+                    (
+                        name.clone(),
+                        flat[g].narrow(0, off, n).view(t.size().as_slice()),
+                    )
+                })
+                .collect();
+            flats.push(flat);
+            tracks.push(views);
+        }
         Self {
             cfg: cfg.clone(),
             labels,
+            layout,
+            flats,
             tracks,
         }
     }
@@ -60,21 +110,58 @@ impl Ema {
     }
 
     /// Moves every track toward the current weights of `vs`, after optimizer step number `step` (1-based).
+    /// On a GPU the weights are gathered into one flat copy per group and each track is one `lerp`; on
+    /// the CPU each variable is updated in turn (see the crate's benchmark).
     pub fn update(&mut self, vs: &VarStore, step: u64, batch_size: u64) {
+        if self.tracks.is_empty() {
+            return;
+        }
         let vars = vs.variables();
         let betas: Vec<f64> = (0..self.tracks.len())
             .map(|i| self.beta(i, step, batch_size))
             .collect();
         tch::no_grad(|| {
-            for (track, beta) in self.tracks.iter_mut().zip(betas) {
-                for (name, shadow) in track.iter_mut() {
-                    if let Some(p) = vars.get(name) {
-                        // torch: p_ema.copy_(p_net.detach().lerp(p_ema, beta))
-                        shadow.copy_(&p.detach().lerp(shadow, beta));
+            if !self.flats[0].iter().any(|f| f.device().is_cuda()) {
+                // CPU: one variable at a time, which keeps the operands in cache (faster here than
+                // streaming whole flat buffers through memory several times).
+                for (track, beta) in self.tracks.iter_mut().zip(&betas) {
+                    for (name, shadow) in track.iter_mut() {
+                        if let Some(p) = vars.get(name) {
+                            // torch: p_ema.copy_(p_net.detach().lerp(p_ema, beta))
+                            shadow.copy_(&p.detach().lerp(shadow, *beta));
+                        }
                     }
+                }
+                return;
+            }
+            // GPU: gather the weights once, then one lerp per track and group (a few launches).
+            // A variable missing from `vs` keeps its shadow (the first track's value is used for it).
+            let current: Vec<(String, Tensor)> = self.tracks[0]
+                .iter()
+                .map(|(name, shadow)| {
+                    let t = vars
+                        .get(name)
+                        .map_or_else(|| shadow.detach(), Tensor::detach);
+                    (name.clone(), t)
+                })
+                .collect();
+            let src = gather(&current, &self.layout, self.flats[0].len());
+            for (flat, beta) in self.flats.iter_mut().zip(betas) {
+                for (shadow, p) in flat.iter_mut().zip(&src) {
+                    // torch: p_ema.copy_(p_net.detach().lerp(p_ema, beta))
+                    shadow.copy_(&p.lerp(shadow, beta));
                 }
             }
         });
+    }
+
+    /// Every flat buffer of every track (shallow clones: a broadcast into them updates the tracks).
+    pub fn replicated_buffers(&self) -> Vec<Tensor> {
+        self.flats
+            .iter()
+            .flatten()
+            .map(Tensor::shallow_clone)
+            .collect()
     }
 
     /// Track labels, in order.

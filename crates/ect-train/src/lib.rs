@@ -11,7 +11,9 @@
 //! | [`session`] | start ([`train`]) or continue ([`resume`]) a run: the checks before anything is written |
 //! | [`trainer`] | [`trainer::Trainer::step`] (one optimizer step) and `run` (the cadence around it) |
 //! | [`objective`] | what differs between ECT, EDM and iCT: noise levels, loss, stages, samplers |
-//! | [`grad`] | the gradient path between backward and the update (loss scale, sanitise, clip) |
+//! | [`grad`] | the gradient path between backward and the update (all-reduce, loss scale, sanitise, clip) |
+//! | [`flat`] | parameters and gradients as views of a few flat buffers |
+//! | [`parallel`] | joining a data-parallel run (c10d via `ect-dist`), agreement between ranks |
 //! | [`optim`], [`ema`], [`amp`] | RAdam/Adam, weight averages, mixed-precision loss scaling |
 //! | [`feeder`], [`labels`] | batches and labels as tensors from `ect-data`'s loader |
 //! | [`sampler`], [`generate`], [`periodic_eval`] | samplers, `ect sample`, periodic FD |
@@ -24,6 +26,7 @@ pub mod device;
 pub mod ema;
 pub mod error;
 pub mod feeder;
+pub mod flat;
 pub mod generate;
 pub mod grad;
 pub mod images;
@@ -33,6 +36,7 @@ pub mod net;
 pub mod npy;
 pub mod objective;
 pub mod optim;
+pub mod parallel;
 pub mod periodic_eval;
 pub mod progress;
 pub mod rng;

@@ -10,7 +10,8 @@ use rand_chacha::{rand_core::SeedableRng, ChaCha8Rng};
 pub enum Stream {
     /// Times `t` (and iCT indices), drawn on the CPU with ChaCha8 so they are the same on every device.
     Times = 1,
-    /// libtorch's generator for the noise `eps` and dropout masks.
+    /// libtorch's generator for the noise `eps` of the step's global batch (drawn whole, then sliced, so
+    /// each sample's noise is the same whatever the number of processes).
     Torch = 2,
     /// Fixed noise of the periodic sample grids.
     Samples = 3,
@@ -22,6 +23,8 @@ pub enum Stream {
     Flip = 6,
     /// Fixed noise of the periodic evaluation (`[eval]`).
     Eval = 7,
+    /// libtorch's generator for the dropout masks of one rank (see [`seed_torch_rank`]).
+    Dropout = 8,
 }
 
 /// SplitMix64's finalizer: a bijective scramble, so nearby inputs give unrelated seeds.
@@ -48,6 +51,17 @@ pub fn seed_torch(seed: u64, step: u64, stream: Stream) {
     tch::manual_seed(derive(seed, step, stream) as i64);
 }
 
+/// Seeds libtorch's global generators for `stream` at `step` on data-parallel rank `rank`: ranks draw
+/// distinct streams (dropout masks differ per rank), each a pure function of `(seed, step, rank)`.
+pub fn seed_torch_rank(seed: u64, step: u64, stream: Stream, rank: usize) {
+    tch::manual_seed(derive_rank(seed, step, stream, rank) as i64);
+}
+
+/// The seed of `stream` at `step` on data-parallel rank `rank`.
+pub fn derive_rank(seed: u64, step: u64, stream: Stream, rank: usize) -> u64 {
+    mix(derive(seed, step, stream) ^ rank as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -63,11 +77,24 @@ mod tests {
                 Stream::Init,
                 Stream::Data,
                 Stream::Flip,
+                Stream::Eval,
+                Stream::Dropout,
             ] {
                 assert!(seen.insert(derive(7, step, s)), "collision at step {step}");
             }
         }
         assert_ne!(derive(0, 0, Stream::Times), derive(1, 0, Stream::Times));
+        // Dropout streams: distinct per rank and step, the same on every call.
+        let mut ranks = std::collections::HashSet::new();
+        for step in 0..100 {
+            for rank in 0..8 {
+                assert!(ranks.insert(derive_rank(7, step, Stream::Dropout, rank)));
+            }
+        }
+        assert_eq!(
+            derive_rank(7, 3, Stream::Dropout, 1),
+            derive_rank(7, 3, Stream::Dropout, 1)
+        );
         assert_eq!(derive(3, 5, Stream::Torch), derive(3, 5, Stream::Torch));
     }
 }

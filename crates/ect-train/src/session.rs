@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use crate::checkpoint;
 use crate::error::{Result, TrainError};
+use crate::parallel;
 use crate::run_dir::{self, RunLock, RunMeta};
 use crate::trainer::Trainer;
 
@@ -45,35 +46,47 @@ pub struct RunSummary {
     pub nonfinite_steps: u64,
     /// Training images per second in this invocation.
     pub images_per_second: f64,
-    /// The last checkpoint written.
+    /// The last checkpoint written (rank 0; `None` on the other ranks of a data-parallel run).
     pub checkpoint: Option<PathBuf>,
+    /// The rank of the process that reports (0 in a single process); only rank 0's summary is printed.
+    #[serde(skip)]
+    pub rank: usize,
 }
 
 /// Starts a new run from a validated `cfg`. Refuses a run directory that already holds a run (use
 /// [`resume`]) or that another process is writing.
+///
+/// In a data-parallel run (launched by `ect train --nproc-per-node N`, torchrun or srun) every process
+/// calls this; rank 0 alone locks and writes the run directory.
 pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<RunSummary> {
     let run_dir = cfg.output.run_dir.clone();
-    crate::device::resolve(cfg.device)?;
-    let _lock = RunLock::acquire(&run_dir)?;
-    if checkpoint::latest_checkpoint(&run_dir)?.is_some()
-        || run_dir.join(run_dir::CONFIG_FILE).exists()
-    {
-        return Err(TrainError::invalid(
-            "output.run_dir",
-            format!(
-                "{} already holds a run; continue it with `ect resume {0}` or choose another directory",
-                run_dir.display()
-            ),
-        ));
-    }
-    let trainer = Trainer::new(cfg.clone(), run_dir.clone(), None)?;
-    run_dir::write_config(&run_dir, cfg)?;
-    RunMeta::collect(
-        cfg,
-        trainer.network().vs.device(),
-        trainer.network().num_parameters(),
-    )
-    .write(&run_dir)?;
+    let (dist, device) = parallel::join(cfg)?;
+    let _lock = parallel::on_main(&dist, || {
+        let lock = RunLock::acquire(&run_dir)?;
+        if checkpoint::latest_checkpoint(&run_dir)?.is_some()
+            || run_dir.join(run_dir::CONFIG_FILE).exists()
+        {
+            return Err(TrainError::invalid(
+                "output.run_dir",
+                format!(
+                    "{} already holds a run; continue it with `ect resume {0}` or choose another \
+                     directory",
+                    run_dir.display()
+                ),
+            ));
+        }
+        Ok(lock)
+    })?;
+    let trainer = Trainer::in_group(cfg.clone(), run_dir.clone(), None, dist, device)?;
+    parallel::on_main(trainer.dist(), || {
+        run_dir::write_config(&run_dir, cfg)?;
+        RunMeta::collect(
+            cfg,
+            trainer.network().vs.device(),
+            trainer.network().num_parameters(),
+        )
+        .write(&run_dir)
+    })?;
     trainer.run(opts)
 }
 
@@ -108,13 +121,31 @@ const HARMLESS_CHANGES: &[&str] = &[
     "data.prefetch",
     "data.cache",
     "data.path",
+    "distributed",
 ];
 
-/// Continues a run from its latest checkpoint with the configuration recorded in the run directory.
+/// Continues a run from its latest checkpoint with the configuration recorded in the run directory, in
+/// any number of processes (the checkpoint does not depend on how many wrote it). In a data-parallel run
+/// every process calls this and reads the run directory; rank 0 alone locks it, recovers an interrupted
+/// checkpoint write, and writes.
 pub fn resume(run_dir: &Path, resume: &ResumeOptions, opts: &RunOptions) -> Result<RunSummary> {
-    let _lock = RunLock::acquire(run_dir)?;
     let mut cfg = run_dir::read_config(run_dir)?;
+    let (dist, device) = parallel::join(&cfg)?;
+    let _lock = parallel::on_main(&dist, || {
+        let lock = RunLock::acquire(run_dir)?;
+        // Recovers a checkpoint stranded by a kill before the other ranks look.
+        checkpoint::latest_checkpoint(run_dir)?;
+        Ok(lock)
+    })?;
     let Some(ckpt) = checkpoint::latest_checkpoint(run_dir)? else {
+        if dist.is_distributed() {
+            return Err(TrainError::Checkpoint {
+                path: checkpoint::checkpoints_dir(run_dir),
+                message: "holds no checkpoint yet; start the run again in one process with \
+                          `ect resume` (it restarts from step 0)"
+                    .to_owned(),
+            });
+        }
         return restart_without_checkpoint(run_dir, cfg, resume, opts);
     };
     let state = checkpoint::read_state(&ckpt)?;
@@ -131,10 +162,15 @@ pub fn resume(run_dir: &Path, resume: &ResumeOptions, opts: &RunOptions) -> Resu
         cfg.iterations = it;
     }
     check_config_changes(&ckpt, &cfg, resume.allow_config_changes)?;
-    crate::device::resolve(cfg.device)?;
-    let trainer = Trainer::new(cfg.clone(), run_dir.to_path_buf(), Some(&ckpt))?;
+    let trainer = Trainer::in_group(
+        cfg.clone(),
+        run_dir.to_path_buf(),
+        Some(&ckpt),
+        dist,
+        device,
+    )?;
     if resume.iterations.is_some() {
-        run_dir::write_config(run_dir, &cfg)?;
+        parallel::on_main(trainer.dist(), || run_dir::write_config(run_dir, &cfg))?;
     }
     trainer.run(opts)
 }

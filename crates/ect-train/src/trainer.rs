@@ -2,30 +2,37 @@
 //! backward, the gradient path, optimizer, EMA); [`Trainer::run`] is only the cadence around it (logs,
 //! sample grids, periodic evaluation, checkpoints, stopping). Every random draw derives from
 //! `(seed, step)` (see [`crate::rng`]), so a resumed run draws exactly what an uninterrupted one would.
+//!
+//! Data-parallel runs ([`crate::parallel`]): each step draws the noise levels and the noise `eps` of the
+//! whole global batch on every rank, and each rank computes the samples of its shard, so every sample
+//! gets the same data, levels and noise whatever the number of processes; only dropout masks differ
+//! per rank (seeded from `(seed, step, rank)`). Gradients are summed over the ranks in the gradient
+//! path; rank 0 alone writes (stats, grids, evaluations, checkpoints) while the others wait for it.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use ect_config::TrainConfig;
+use ect_dist::{Dist, DEFAULT_BUCKET_BYTES};
 use tch::{Device, Kind, Tensor};
 
 use crate::amp::{self, LossScaler, Precision};
 use crate::checkpoint::{self, TrainState};
 use crate::ema::Ema;
 use crate::error::{Result, TrainError};
-use crate::feeder::{open_dataset, Feeder};
+use crate::feeder::{open_dataset, Feeder, Shard};
 use crate::grad::{GradOutcome, GradientPath};
 use crate::images::{to_u8, write_png_grid};
 use crate::net::Network;
-use crate::objective::{self, Objective};
+use crate::objective::{self, NoiseLevels, Objective};
 use crate::optim::Optimizer;
 use crate::periodic_eval::PeriodicEval;
 use crate::progress::Progress;
 use crate::rng::{self, Stream};
 use crate::session::{RunOptions, RunSummary};
 use crate::stats::{Interval, StatsLog, StepOutcome, StepReport};
-use crate::{labels, signals};
+use crate::{labels, parallel, signals};
 
 /// A run in progress: the network, its optimizer and averages, the data, the objective and the counters.
 pub struct Trainer {
@@ -41,6 +48,9 @@ pub struct Trainer {
     objective: Box<dyn Objective>,
     grads: GradientPath,
     evaluator: Option<PeriodicEval>,
+    dist: Dist,
+    shard: Shard,
+    micro: usize,
 }
 
 impl Trainer {
@@ -59,13 +69,85 @@ impl Trainer {
         objective: Box<dyn Objective>,
     ) -> Result<Self> {
         let device = crate::device::resolve(cfg.device)?;
+        let dist = parallel::single(&cfg)?;
+        Self::build(cfg, run_dir, ckpt, objective, dist, device)
+    }
+
+    /// The trainer of one rank of a data-parallel run joined with [`parallel::join`] (which chose
+    /// `device`). Every rank builds its trainer; they agree that all succeeded, then the weights, the
+    /// optimizer state and the EMA come from rank 0 by broadcast.
+    pub fn in_group(
+        cfg: TrainConfig,
+        run_dir: PathBuf,
+        ckpt: Option<&Path>,
+        dist: Dist,
+        device: Device,
+    ) -> Result<Self> {
+        let objective = objective::from_config(&cfg);
+        Self::build(cfg, run_dir, ckpt, objective, dist, device)
+    }
+
+    fn build(
+        cfg: TrainConfig,
+        run_dir: PathBuf,
+        ckpt: Option<&Path>,
+        objective: Box<dyn Objective>,
+        dist: Dist,
+        device: Device,
+    ) -> Result<Self> {
+        let built = Self::prepare(cfg, run_dir, ckpt, objective, &dist, device);
+        if !parallel::all_ok(&dist, built.is_ok())? {
+            drop(built?);
+            return Err(TrainError::external(
+                format!("rank {}", dist.rank()),
+                "another rank failed while preparing the run (its error says why); stopping",
+            ));
+        }
+        let trainer = built?(dist);
+        let dist = &trainer.dist;
+        if dist.is_distributed() {
+            let mut buffers = trainer.opt.replicated_buffers();
+            buffers.extend(trainer.ema.replicated_buffers());
+            // Non-trainable variables by name: every rank must list the same tensors in the same order
+            // (a `HashMap`'s order differs between processes).
+            let mut fixed: Vec<(String, Tensor)> = trainer
+                .net
+                .vs
+                .variables()
+                .into_iter()
+                .filter(|(_, t)| !t.requires_grad())
+                .collect();
+            fixed.sort_by(|a, b| a.0.cmp(&b.0));
+            buffers.extend(fixed.into_iter().map(|(_, t)| t));
+            dist.broadcast_bucketed(&mut buffers, 0, DEFAULT_BUCKET_BYTES)
+                .map_err(|e| TrainError::external("broadcasting rank 0's weights", e))?;
+        }
+        Ok(trainer)
+    }
+
+    /// Everything of [`Trainer::build`] that each rank does on its own; the trainer is completed with
+    /// its process group.
+    fn prepare(
+        cfg: TrainConfig,
+        run_dir: PathBuf,
+        ckpt: Option<&Path>,
+        objective: Box<dyn Objective>,
+        dist: &Dist,
+        device: Device,
+    ) -> Result<impl FnOnce(Dist) -> Self> {
         crate::session::apply_threads(cfg.threads)?;
+        let (_, micro) = parallel::shard_sizes(&cfg, dist.world_size())?;
+        let shard = Shard {
+            rank: dist.rank(),
+            world: dist.world_size(),
+            global_batch: cfg.batch_size as usize,
+        };
         rng::seed_torch(cfg.seed, 0, Stream::Init);
         let net = Network::new(&cfg.network, device)?;
         let sampler_net = Network::new(&cfg.network, device)?;
         let dataset = open_dataset(&cfg.data)?;
         let label_dim = crate::session::check_data_fits(&cfg, dataset.as_ref())?;
-        let mut opt = Optimizer::new(&net.vs, &cfg.optimizer);
+        let mut opt = Optimizer::new(&net.vs, &cfg.optimizer)?;
         let mut ema = Ema::new(&net.vs, &cfg.ema);
         let state = match ckpt {
             Some(dir) => {
@@ -76,6 +158,16 @@ impl Trainer {
                         message: format!(
                             "was written with seed {}, the config says {}",
                             state.seed, cfg.seed
+                        ),
+                    });
+                }
+                if state.images_seen % cfg.batch_size != 0 && shard.world > 1 {
+                    return Err(TrainError::Checkpoint {
+                        path: dir.to_path_buf(),
+                        message: format!(
+                            "stopped {} images into the data stream, not at a multiple of batch_size \
+                             {}: it can only be continued in one process",
+                            state.images_seen, cfg.batch_size
                         ),
                     });
                 }
@@ -94,17 +186,22 @@ impl Trainer {
             dataset,
             &cfg.data,
             cfg.seed,
-            cfg.micro_batch_size() as usize,
+            micro,
             state.images_seen,
             label_dim,
+            shard,
         )?;
-        let evaluator = PeriodicEval::open(&cfg.eval, &run_dir, device)?;
+        let evaluator = if dist.is_main() {
+            PeriodicEval::open(&cfg.eval, &run_dir, device)?
+        } else {
+            None
+        };
         let scaler = match cfg.precision {
-            Precision::Fp32 => None,
+            Precision::Fp32 | Precision::Bf16 => None,
             Precision::Fp16 if !device.is_cuda() => {
                 return Err(TrainError::invalid(
                     "precision",
-                    format!("\"fp16\" is CUDA float16 autocast; the run's device is {device:?} (use \"fp32\")"),
+                    format!("\"fp16\" is CUDA float16 autocast; the run's device is {device:?} (use \"fp32\" or \"bf16\")"),
                 ))
             }
             Precision::Fp16 => Some(match state.loss_scale {
@@ -112,7 +209,7 @@ impl Trainer {
                 None => LossScaler::new(&cfg.loss_scale),
             }),
         };
-        Ok(Self {
+        Ok(move |dist| Self {
             grads: GradientPath::new(scaler, cfg.optimizer.grad_clip),
             evaluator,
             objective,
@@ -125,6 +222,9 @@ impl Trainer {
             ema,
             feeder,
             state,
+            dist,
+            shard,
+            micro,
         })
     }
 
@@ -145,52 +245,76 @@ impl Trainer {
         &self.net
     }
 
-    /// One optimizer step: the batch in micro-batches (gradients accumulate), the objective's loss,
-    /// backward, the gradient path, the update and the EMA. The loss stays on the device until the end of
-    /// the step, where one read decides whether the update is applied.
+    /// The process group (of one in a single-process run).
+    pub fn dist(&self) -> &Dist {
+        &self.dist
+    }
+
+    /// The optimizer (its flat parameter and gradient buffers).
+    pub fn optimizer(&self) -> &Optimizer {
+        &self.opt
+    }
+
+    /// One optimizer step: this rank's shard of the global batch in micro-batches (gradients
+    /// accumulate), the objective's loss, backward, the gradient path (sum over the ranks first), the
+    /// update and the EMA. The loss stays on the device until the end of the step, where one read decides
+    /// whether the update is applied.
     pub fn step(&mut self) -> Result<StepReport> {
         let (cfg, device) = (&self.cfg, self.device);
         let step = self.state.step;
-        let (batch, micro) = (cfg.batch_size as usize, cfg.micro_batch_size() as usize);
+        let (batch, micro) = (cfg.batch_size as usize, self.micro);
         let stage = self.objective.stage_at(step);
         let lr = cfg.optimizer.lr_at(step);
-        let mut trng = rng::rng(cfg.seed, step, Stream::Times);
+        // The levels and the noise of the whole global batch, the same on every rank; this rank uses
+        // the rows of its shard.
+        let levels = self
+            .objective
+            .draw(step, batch, &mut rng::rng(cfg.seed, step, Stream::Times));
+        let net = self.net.precond.config();
+        let (c, res) = (net.img_channels(), net.img_resolution());
         rng::seed_torch(cfg.seed, step, Stream::Torch);
+        let eps_all = Tensor::randn([batch as i64, c, res, res], (Kind::Float, device));
+        rng::seed_torch_rank(cfg.seed, step, Stream::Dropout, self.shard.rank);
         let wait_before = self.feeder.wait_seconds();
         let started = Instant::now();
         self.opt.zero_grad();
         let mut loss_sum = Tensor::zeros([], (Kind::Double, device));
-        let (mut t_sum, mut r_sum, mut rt_sum) = (0f64, 0f64, 0f64);
-        for _ in 0..batch / micro {
+        for k in 0..self.shard.size() / micro {
+            let start = self.shard.start() + k * micro;
             let b = self.feeder.next_batch(device)?;
-            let levels = self.objective.draw(step, micro, &mut trng);
-            let eps = b.images.randn_like();
-            let per_sample = amp::forward_in(cfg.precision, || {
+            let part = NoiseLevels {
+                t: levels.t[start..start + micro].to_vec(),
+                r: levels.r[start..start + micro].to_vec(),
+            };
+            let eps = eps_all.narrow(0, start as i64, micro as i64);
+            let per_sample = amp::forward_in(cfg.precision, device, || {
                 self.objective
-                    .loss(&self.net, &b.images, b.labels.as_ref(), &levels, &eps)
-            });
+                    .loss(&self.net, &b.images, b.labels.as_ref(), &part, &eps)
+            })?;
             let l = amp::to_f32(&per_sample).sum(Kind::Float) / batch as f64;
             loss_sum += l.detach().to_kind(Kind::Double);
-            match self.grads.loss_scale() {
-                1.0 => l.backward(),
-                s => (&l * s).backward(),
+            let scale = self.grads.loss_scale();
+            if scale == 1.0 {
+                l.backward();
+            } else {
+                (&l * scale).backward();
             }
-            t_sum += levels.t.iter().sum::<f64>();
-            r_sum += levels.r.iter().sum::<f64>();
-            rt_sum += levels.mean_r_over_t() * micro as f64;
         }
+        self.grads
+            .all_reduce(&self.opt, &mut loss_sum, &self.dist)?;
         // The one read-back of the step: whether to apply the update depends on it.
         let loss = loss_sum.double_value(&[]);
         self.state.step += 1;
         self.state.images_seen = self.feeder.images_seen();
         let outcome = self.apply_update(loss, lr)?;
+        let n = batch as f64;
         Ok(StepReport {
             step: self.state.step,
             outcome,
             loss,
-            mean_t: t_sum / batch as f64,
-            mean_r: r_sum / batch as f64,
-            mean_r_over_t: rt_sum / batch as f64,
+            mean_t: levels.t.iter().sum::<f64>() / n,
+            mean_r: levels.r.iter().sum::<f64>() / n,
+            mean_r_over_t: levels.mean_r_over_t(),
             stage,
             lr,
             images: batch as u64,
@@ -246,7 +370,7 @@ impl Trainer {
 
     /// Periodic FD of the first EMA track with every sampler of the objective (`[eval]`): appends to
     /// `fd.jsonl` and returns a short summary for the log.
-    fn run_eval(&mut self) -> Result<String> {
+    fn run_eval(&self) -> Result<String> {
         let Some(evaluator) = &self.evaluator else {
             return Ok(String::new());
         };
@@ -262,7 +386,7 @@ impl Trainer {
     }
 
     /// Sample grids from fixed noise with the first EMA track, one PNG per sampler, named by step.
-    fn write_samples(&mut self) -> Result<()> {
+    fn write_samples(&self) -> Result<()> {
         self.ema.copy_into(0, &self.sampler_net.vs)?;
         let net = self.sampler_net.precond.config();
         let n = self.cfg.sampling.grid_images as i64;
@@ -294,19 +418,25 @@ impl Trainer {
     }
 
     /// Trains until `iterations` (or a stop request): the cadence of logs, sample grids, evaluations and
-    /// checkpoints around [`Trainer::step`].
+    /// checkpoints around [`Trainer::step`]. In a data-parallel run the ranks agree on stopping at each
+    /// step boundary (a stop request that reached any rank stops all of them at the same step), and rank 0
+    /// alone writes while the others wait for it.
     pub fn run(mut self, opts: &RunOptions) -> Result<RunSummary> {
         if opts.handle_signals {
             signals::install();
         }
-        let mut stats = StatsLog::open(&self.run_dir, self.state.step)?;
-        let progress = Progress::new(self.cfg.iterations, self.state.step, opts.quiet);
+        let main = self.dist.is_main();
+        let mut stats = match main {
+            true => Some(StatsLog::open(&self.run_dir, self.state.step)?),
+            false => None,
+        };
+        let progress = Progress::new(self.cfg.iterations, self.state.step, opts.quiet || !main);
         let (start_step, started) = (self.state.step, Instant::now());
         let seconds_before = self.state.train_seconds;
         let mut interval = Interval::default();
         let mut cadence = Cadence::default();
         while self.state.step < self.cfg.iterations {
-            if self.stop_requested(opts) {
+            if parallel::any(&self.dist, self.stop_requested(opts))? {
                 cadence.interrupted = true;
                 break;
             }
@@ -318,33 +448,44 @@ impl Trainer {
             if every(out.log_every) || s == self.cfg.iterations {
                 let rec = interval.take_record(&self.state);
                 cadence.last_loss = rec.loss;
-                stats.append(&rec)?;
+                if let Some(stats) = &mut stats {
+                    stats.append(&rec)?;
+                }
                 progress.record(&rec);
             }
             progress.position(s);
             if every(out.sample_every) {
-                self.write_samples()?;
+                parallel::on_main(&self.dist, || self.write_samples())?;
             }
             if every(self.cfg.eval.every) {
-                let summary = self.run_eval()?;
-                progress.line(s, &summary);
+                if let Some(summary) = parallel::on_main(&self.dist, || self.run_eval())? {
+                    progress.line(s, &summary);
+                }
             }
             if every(out.checkpoint_every) && s < self.cfg.iterations {
-                cadence.checkpoint = Some((s, self.checkpoint()?));
+                if let Some(path) = parallel::on_main(&self.dist, || self.checkpoint())? {
+                    cadence.checkpoint = Some((s, path));
+                }
             }
         }
         self.finish(
-            cadence, interval, &mut stats, &progress, start_step, started,
+            cadence,
+            interval,
+            stats.as_mut(),
+            &progress,
+            start_step,
+            started,
         )
     }
 
     /// The end of an invocation: the last interval's record, a checkpoint of the last step, the final
-    /// samples and evaluation of a finished run, and the summary.
+    /// samples and evaluation of a finished run (rank 0), the summary, and the orderly end of the process
+    /// group.
     fn finish(
-        mut self,
+        self,
         mut cadence: Cadence,
         mut interval: Interval,
-        stats: &mut StatsLog,
+        stats: Option<&mut StatsLog>,
         progress: &Progress,
         start_step: u64,
         started: Instant,
@@ -354,29 +495,32 @@ impl Trainer {
             if rec.loss.is_finite() {
                 cadence.last_loss = rec.loss;
             }
-            stats.append(&rec)?;
+            if let Some(stats) = stats {
+                stats.append(&rec)?;
+            }
         }
         let step = self.state.step;
         let saved = cadence.checkpoint.as_ref().is_some_and(|(s, _)| *s == step);
-        let checkpoint = if saved || step == start_step {
-            // Nothing new since the last checkpoint (or since the one this invocation started from).
-            match (
-                cadence.checkpoint.take(),
-                checkpoint::latest_checkpoint(&self.run_dir)?,
-            ) {
-                (Some((_, path)), _) | (None, Some(path)) => path,
-                (None, None) => self.checkpoint()?,
+        let last = cadence.checkpoint.take();
+        let checkpoint = parallel::on_main(&self.dist, || {
+            if saved || step == start_step {
+                // Nothing new since the last checkpoint (or since the one this invocation started from).
+                match (last, checkpoint::latest_checkpoint(&self.run_dir)?) {
+                    (Some((_, path)), _) | (None, Some(path)) => Ok(path),
+                    (None, None) => self.checkpoint(),
+                }
+            } else {
+                self.checkpoint()
             }
-        } else {
-            self.checkpoint()?
-        };
+        })?;
         let (out, eval_every) = (&self.cfg.output, self.cfg.eval.every);
         if !cadence.interrupted && out.sample_every > 0 && step % out.sample_every != 0 {
-            self.write_samples()?;
+            parallel::on_main(&self.dist, || self.write_samples())?;
         }
         if !cadence.interrupted && eval_every > 0 && step % eval_every != 0 {
-            let summary = self.run_eval()?;
-            progress.line(step, &summary);
+            if let Some(summary) = parallel::on_main(&self.dist, || self.run_eval())? {
+                progress.line(step, &summary);
+            }
         }
         progress.finish();
         if cadence.interrupted && !progress.is_quiet() {
@@ -386,7 +530,7 @@ impl Trainer {
             );
         }
         let elapsed = started.elapsed().as_secs_f64();
-        Ok(RunSummary {
+        let summary = RunSummary {
             run_dir: self.run_dir.clone(),
             steps: step,
             images_seen: self.state.images_seen,
@@ -398,8 +542,13 @@ impl Trainer {
             } else {
                 0.0
             },
-            checkpoint: Some(checkpoint),
-        })
+            checkpoint,
+            rank: self.dist.rank(),
+        };
+        self.dist
+            .shutdown()
+            .map_err(|e| TrainError::external("ending the data-parallel run", e))?;
+        Ok(summary)
     }
 }
 

@@ -8,6 +8,7 @@ mod data_cmd;
 mod flops_cmd;
 mod host_allocator;
 mod info;
+mod launcher;
 mod metrics_cmd;
 mod parity_cmd;
 mod torch_errors;

@@ -52,6 +52,11 @@ pub struct RunFlags {
     /// No progress bar or log lines.
     #[arg(long)]
     pub quiet: bool,
+    /// Data-parallel training in N local processes (like `torchrun --standalone --nproc-per-node N`):
+    /// `batch_size` stays the global batch, each process computes its share. Under torchrun or srun, leave
+    /// this out: each process joins the run from the launcher's environment.
+    #[arg(long, value_name = "N")]
+    pub nproc_per_node: Option<usize>,
 }
 
 impl RunFlags {
@@ -107,19 +112,25 @@ pub struct SampleArgs {
     pub out: PathBuf,
 }
 
-/// Prints the summary (and writes it to `path`); the exit status says whether the run finished.
+/// Prints the summary (and writes it to `path`) on rank 0; the exit status says whether the run
+/// finished.
 fn finish(summary: &RunSummary, path: Option<&Path>) -> anyhow::Result<u8> {
-    let json = serde_json::to_string(summary)?;
-    if let Some(path) = path {
-        ect_config::atomic::write_atomic(path, json.as_bytes())?;
+    if summary.rank == 0 {
+        let json = serde_json::to_string(summary)?;
+        if let Some(path) = path {
+            ect_config::atomic::write_atomic(path, json.as_bytes())?;
+        }
+        println!("{json}");
     }
-    println!("{json}");
     Ok(if summary.interrupted { EXIT_STOPPED } else { 0 })
 }
 
 /// `ect train`. An `[experiment]` table (read by `cargo xtask train-ect`: pretraining and evaluation
 /// settings) is ignored, so experiment presets also work here as plain training configurations.
 pub fn train(a: &TrainArgs) -> anyhow::Result<u8> {
+    if let Some(n) = a.run.nproc_per_node {
+        return crate::launcher::run_workers(n);
+    }
     let opts = a.run.options();
     let cfg = TrainConfig::load(&a.config, &a.set)?;
     let origin = a.config.display().to_string();
@@ -130,6 +141,9 @@ pub fn train(a: &TrainArgs) -> anyhow::Result<u8> {
 
 /// `ect resume`.
 pub fn resume(a: &ResumeArgs) -> anyhow::Result<u8> {
+    if let Some(n) = a.run.nproc_per_node {
+        return crate::launcher::run_workers(n);
+    }
     let opts = a.run.options();
     let resume = ResumeOptions {
         iterations: a.iterations,

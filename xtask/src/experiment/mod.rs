@@ -34,6 +34,9 @@ pub struct ExperimentArgs {
     /// Run root (default: runs/<experiment name>).
     #[arg(long)]
     pub run_dir: Option<PathBuf>,
+    /// Train in N local processes (`ect train --nproc-per-node N`; `batch_size` stays the global batch).
+    #[arg(long, value_name = "N")]
+    pub nproc: Option<usize>,
 }
 
 /// Where caches go: `.cache/` in the workspace.
@@ -60,6 +63,8 @@ pub struct Session {
     pub root: PathBuf,
     /// The dataset folder the runs read.
     pub data_path: PathBuf,
+    /// Local processes per training run (`--nproc`).
+    pub nproc: Option<usize>,
     timings: Vec<(String, f64)>,
 }
 
@@ -98,6 +103,7 @@ impl Session {
             ect,
             root,
             data_path,
+            nproc: a.nproc,
             timings: Vec::new(),
         })
     }
@@ -142,7 +148,7 @@ impl Session {
             .pretrain
             .clone()
             .expect("pretrain_dir implies a pretraining config");
-        self.timed("pretrain", |s| train_or_resume(&s.ect, cfg, &dir))?;
+        self.timed("pretrain", |s| train_or_resume(&s.ect, cfg, &dir, s.nproc))?;
         let link = self.root.join("pretrain");
         let _ = std::fs::remove_file(&link);
         #[cfg(unix)]
@@ -173,7 +179,7 @@ impl Session {
                 };
             }
         }
-        self.timed("tune", |s| train_or_resume(&s.ect, cfg, &dir))?;
+        self.timed("tune", |s| train_or_resume(&s.ect, cfg, &dir, s.nproc))?;
         Ok(dir)
     }
 
@@ -332,8 +338,16 @@ fn write_json(path: &Path, value: &Value) -> anyhow::Result<()> {
 
 /// Trains `cfg` into `dir`: skipped when a finished run of the same [`spec::weight_relevant`]
 /// configuration is there, resumed when an interrupted one is, refused when `dir` holds a run of
-/// another configuration.
-pub fn train_or_resume(ect: &Ect, mut cfg: TrainConfig, dir: &Path) -> anyhow::Result<()> {
+/// another configuration. `nproc` local processes train it (`--nproc-per-node`) when given.
+pub fn train_or_resume(
+    ect: &Ect,
+    mut cfg: TrainConfig,
+    dir: &Path,
+    nproc: Option<usize>,
+) -> anyhow::Result<()> {
+    let nproc: Vec<String> = nproc
+        .map(|n| vec!["--nproc-per-node".to_owned(), n.to_string()])
+        .unwrap_or_default();
     cfg.output.run_dir = dir.to_path_buf();
     let text = toml::to_string(&cfg.to_toml_table()?)?;
     let cfg_file = dir.with_extension("toml");
@@ -358,6 +372,7 @@ pub fn train_or_resume(ect: &Ect, mut cfg: TrainConfig, dir: &Path) -> anyhow::R
         }
         let mut a = args(["resume"]);
         a.extend([p(dir), "--summary".into(), p(&summary)]);
+        a.extend(nproc.iter().map(Into::into));
         return ect.run(&a);
     }
     if let Some(parent) = dir.parent() {
@@ -366,6 +381,7 @@ pub fn train_or_resume(ect: &Ect, mut cfg: TrainConfig, dir: &Path) -> anyhow::R
     ect_config::atomic::write_atomic(&cfg_file, text.as_bytes())?;
     let mut a = args(["train", "--config"]);
     a.extend([p(&cfg_file), "--summary".into(), p(&summary)]);
+    a.extend(nproc.iter().map(Into::into));
     ect.run(&a)
 }
 
@@ -410,6 +426,7 @@ pub fn eval(run_root: &Path, set: &[String]) -> anyhow::Result<()> {
         config: Some(config),
         set: set.to_vec(),
         run_dir: Some(run_root.to_path_buf()),
+        nproc: None,
     };
     let mut s = Session::open(&a)?;
     let tune = run_root.join("tune");

@@ -257,6 +257,7 @@ pub fn run(a: &SweepArgs) -> anyhow::Result<()> {
             config: Some(experiment.clone()),
             set,
             run_dir: Some(root.join(&size.name)),
+            nproc: None,
         })?;
         let pretrain = session.pretrain()?;
         let scorer = session.scorer(&root)?;
@@ -328,7 +329,7 @@ fn run_point(
         };
     }
     let tune = dir.join("tune");
-    train_or_resume(&session.ect, cfg.clone(), &tune)?;
+    train_or_resume(&session.ect, cfg.clone(), &tune, session.nproc)?;
     let summary: Value = serde_json::from_str(
         &std::fs::read_to_string(tune.join("summary.json"))
             .with_context(|| format!("reading {}/summary.json", tune.display()))?,

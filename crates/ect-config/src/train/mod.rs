@@ -2,6 +2,7 @@
 //! messages name the field. Every default is the ECT CIFAR-10 recipe of the public code (docs/method.md §6).
 
 pub mod data;
+pub mod distributed;
 pub mod ema;
 pub mod eval;
 pub mod init;
@@ -21,6 +22,7 @@ use crate::error::{ConfigError, Result};
 use crate::network::ValidNetworkConfig;
 
 pub use data::DataConfig;
+pub use distributed::DistributedConfig;
 pub use ema::EmaConfig;
 pub use eval::{EvalConfig, ExtractorChoice};
 pub use init::InitConfig;
@@ -78,12 +80,15 @@ pub struct TrainConfig {
     pub sampling: SamplingConfig,
     /// Output directory and intervals.
     pub output: OutputConfig,
-    /// `"fp32"` (default) or `"fp16"`: CUDA float16 autocast with dynamic loss scaling.
+    /// `"fp32"` (default), `"fp16"` (CUDA float16 autocast with dynamic loss scaling) or `"bf16"`
+    /// (bfloat16 autocast on CUDA or the CPU, no loss scaling).
     pub precision: Precision,
     /// Dynamic loss scaling of `precision = "fp16"`.
     pub loss_scale: LossScaleConfig,
     /// Periodic Fréchet distance during training (off by default).
     pub eval: EvalConfig,
+    /// Data-parallel runs: how long ranks wait for each other.
+    pub distributed: DistributedConfig,
 }
 
 impl Default for TrainConfig {
@@ -107,6 +112,7 @@ impl Default for TrainConfig {
             eval: EvalConfig::default(),
             precision: Precision::Fp32,
             loss_scale: LossScaleConfig::default(),
+            distributed: DistributedConfig::default(),
         }
     }
 }
@@ -244,10 +250,11 @@ impl TrainConfig {
         }
         self.eval.validate()?;
         self.loss_scale.validate()?;
+        self.distributed.validate()?;
         if self.precision == Precision::Fp16 && self.device == DeviceSpec::Cpu {
             return Err(inv(
                 "precision",
-                "\"fp16\" is CUDA float16 autocast; this run's device is \"cpu\" (use \"fp32\")",
+                "\"fp16\" is CUDA float16 autocast; this run's device is \"cpu\" (use \"fp32\" or \"bf16\")",
             ));
         }
         if self.data.path.as_os_str().is_empty() {

@@ -1,5 +1,6 @@
-//! Arithmetic of the training passes: float32, or CUDA float16 autocast with dynamic loss scaling
-//! (`torch.cuda.amp.GradScaler`'s rule and defaults).
+//! Arithmetic of the training passes: float32, CUDA float16 autocast with dynamic loss scaling
+//! (`torch.cuda.amp.GradScaler`'s rule and defaults), or bfloat16 autocast (CUDA or CPU) without loss
+//! scaling.
 
 use serde::{Deserialize, Serialize};
 
@@ -14,6 +15,9 @@ pub enum Precision {
     Fp32,
     /// CUDA float16 autocast with dynamic loss scaling.
     Fp16,
+    /// bfloat16 autocast on the run's device (CUDA or CPU): float32's range, so no loss scaling; weights,
+    /// gradients, optimizer state and EMA stay float32.
+    Bf16,
 }
 
 /// Dynamic loss-scale settings (`torch.cuda.amp.GradScaler`'s defaults).

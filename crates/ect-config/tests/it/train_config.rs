@@ -167,8 +167,16 @@ fn mixed_precision_is_cuda_only_and_its_scaler_is_validated() {
         &["precision=\"fp16\"".into(), "device=\"cpu\"".into()],
     );
     assert!(err_text(on_cpu).contains("precision"));
-    let bf16 = TrainConfig::from_toml_str(MINIMAL, "<test>", &["precision=\"bf16\"".into()]);
-    assert!(err_text(bf16).contains("fp16"));
+    // bfloat16 autocast also runs on the CPU.
+    let bf16 = TrainConfig::from_toml_str(
+        MINIMAL,
+        "<test>",
+        &["precision=\"bf16\"".into(), "device=\"cpu\"".into()],
+    )
+    .unwrap();
+    assert_eq!(bf16.precision, Precision::Bf16);
+    let fp8 = TrainConfig::from_toml_str(MINIMAL, "<test>", &["precision=\"fp8\"".into()]);
+    assert!(err_text(fp8).contains("fp8"));
     let bad =
         TrainConfig::from_toml_str(MINIMAL, "<test>", &["loss_scale.backoff_factor=2.0".into()]);
     assert!(err_text(bad).contains("loss_scale.backoff_factor"));

@@ -162,4 +162,20 @@ char* ect_profiler_stop(const char* path) {
   });
 }
 
+// `param.grad = grad` (Python's setter): the gradient that backward accumulates into in place, so that
+// gradients can live in views of one flat buffer (DDP's `gradient_as_bucket_view`).
+char* ect_set_grad(at::Tensor* param, at::Tensor* grad) {
+  return guarded([&] {
+    TORCH_CHECK(param != nullptr && param->defined(), "set_grad: the parameter is undefined");
+    TORCH_CHECK(grad != nullptr && grad->defined(), "set_grad: the gradient is undefined");
+    TORCH_CHECK(
+        grad->sizes() == param->sizes() && grad->scalar_type() == param->scalar_type() &&
+            grad->device() == param->device(),
+        "set_grad: gradient ", grad->sizes(), " ", grad->scalar_type(), " on ", grad->device(),
+        " does not match parameter ", param->sizes(), " ", param->scalar_type(), " on ",
+        param->device());
+    param->mutable_grad() = *grad;
+  });
+}
+
 }  // extern "C"

@@ -2,7 +2,7 @@
 //! others, a forwarded signal, and a real 2-rank run of `ect-dist-check`.
 
 use crate::common::CHECK;
-use ect_dist::launch::{launch, LaunchError, LaunchSpec, WorkerExit};
+use ect_dist::launch::{launch, launch_with_exits, LaunchError, LaunchSpec, WorkerExit};
 use std::time::{Duration, Instant};
 
 fn sh(script: &str, nproc: usize) -> LaunchSpec {
@@ -135,4 +135,25 @@ fn signals_to_the_launcher_reach_every_worker() {
 #[test]
 fn the_launcher_runs_a_real_two_rank_check() {
     launch(&LaunchSpec::new(CHECK, ["--timeout-s", "60", "check"], 2)).unwrap();
+}
+
+#[test]
+fn a_normal_code_leaves_the_others_running() {
+    // Rank 0 ends early with code 3 (what `ect train` returns when it stopped with a checkpoint);
+    // rank 1 must be left to finish its work and exit 0.
+    let mut spec = sh(
+        "if [ \"$RANK\" = 0 ]; then exit 3; fi; sleep 0.5; exit 0",
+        2,
+    );
+    spec.normal_codes = vec![3];
+    let exits = launch_with_exits(&spec).unwrap();
+    assert_eq!(exits, [(0, WorkerExit::Code(3)), (1, WorkerExit::Code(0))]);
+    // Without it, code 3 is a failure that stops the others.
+    spec.normal_codes.clear();
+    match launch_with_exits(&spec) {
+        Err(LaunchError::WorkerFailed { rank: 0, exit, .. }) => {
+            assert_eq!(exit, WorkerExit::Code(3))
+        }
+        other => panic!("{other:?}"),
+    }
 }

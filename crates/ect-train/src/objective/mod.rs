@@ -61,8 +61,8 @@ pub trait Objective: Send {
         0
     }
 
-    /// Draws the noise levels of an `n`-image micro-batch at `step` from `rng` (on the CPU, so every
-    /// device draws the same).
+    /// Draws the noise levels of the `n` images of a step's global batch at `step` from `rng` (on the
+    /// CPU, so every device and every rank draws the same; each micro-batch takes its rows).
     fn draw(&mut self, step: u64, n: usize, rng: &mut ChaCha8Rng) -> NoiseLevels;
 
     /// Per-sample losses of `x0` at `levels` with the noise `eps`, differentiable in the network.

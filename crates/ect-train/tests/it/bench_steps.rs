@@ -190,7 +190,7 @@ dropout = 0.1
     let net = ect_train::net::Network::new(&cfg.network, tch::Device::Cpu).unwrap();
     let x = Tensor::randn([8, 1, 8, 8], (Kind::Float, tch::Device::Cpu));
     let sigma = Tensor::ones([8], (Kind::Float, tch::Device::Cpu));
-    let mut opt = ect_train::optim::Optimizer::new(&net.vs, &cfg.optimizer);
+    let mut opt = ect_train::optim::Optimizer::new(&net.vs, &cfg.optimizer).unwrap();
     if let Some(t) = std::env::var("ECT_BENCH_THREADS")
         .ok()
         .and_then(|s| s.parse().ok())

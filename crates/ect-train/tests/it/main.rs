@@ -12,12 +12,14 @@ pub fn torch() -> MutexGuard<'static, ()> {
     TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+mod bench_flat;
 mod bench_steps;
 mod ema;
 mod end_to_end;
 mod loss;
 mod optim_golden;
 mod periodic_eval;
+mod precision;
 mod sample;
 mod snapshot_init;
 mod trainer;

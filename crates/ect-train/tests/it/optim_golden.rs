@@ -51,7 +51,8 @@ fn check_case(case: &str, kind: OptimizerKind) {
             .map(|(n, t)| (n.clone(), t.shallow_clone()))
             .collect(),
         &cfg,
-    );
+    )
+    .unwrap();
     let steps = golden["steps"].as_u64().unwrap() as usize;
     let mut worst = 0f64;
     for step in 0..steps {
@@ -110,7 +111,8 @@ fn nonfinite_gradients_are_repaired_and_clipping_bounds_the_norm() {
     let mut opt = Optimizer::from_params(
         vec![("p".into(), p.shallow_clone())],
         &OptimizerConfig::default(),
-    );
+    )
+    .unwrap();
     assert_eq!(opt.sanitize_grads(None), None);
     assert_eq!(
         Vec::<f32>::try_from(p.grad()).unwrap(),

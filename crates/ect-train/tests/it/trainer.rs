@@ -108,7 +108,7 @@ fn loss_scaling_is_exact_and_overflow_backs_off() {
     assert_eq!(state.nonfinite_total, 0, "overflow is not divergence");
 }
 
-/// A denoising objective that exists only in this test: fixed noise levels `t = 1 + i` per micro-batch
+/// A denoising objective that exists only in this test: fixed noise levels `t = 1 + i` per batch
 /// image, loss `|D(x0 + t eps, t) - x0|^2` (unweighted). It needs no configuration variant and no change
 /// to the trainer.
 struct FixedLevels {
@@ -168,8 +168,9 @@ fn a_new_objective_drives_the_trainer_step_by_step() {
     assert_eq!(first.step, 1);
     assert_eq!(first.outcome, StepOutcome::Applied);
     assert_eq!(first.images, 8);
-    // Two micro-batches of t = [1, 2, 3, 4]: the mean t is 2.5, r is 0.
-    assert_eq!((first.mean_t, first.mean_r, first.stage), (2.5, 0.0, 0));
+    // One draw for the global batch, t = [1, ..., 8] (each micro-batch of 4 takes its rows): the mean
+    // t is 4.5, r is 0.
+    assert_eq!((first.mean_t, first.mean_r, first.stage), (4.5, 0.0, 0));
     assert!(first.loss.is_finite() && first.loss > 0.0);
     let second = trainer.step().unwrap();
     assert_eq!(second.step, 2);

@@ -1,6 +1,7 @@
 //! Integration tests of the `ect` binary, run as a user runs it.
 
 mod cli_data;
+mod cli_ddp;
 mod cli_flops;
 mod cli_hardening;
 mod cli_info;

@@ -1,0 +1,354 @@
+//! Data-parallel training through the binary, 2 processes over Gloo on 127.0.0.1 (one libtorch thread
+//! each): `ect train --nproc-per-node 2` gives the weights of a 1-process run with the same global batch
+//! (dropout 0), resume works across process counts in both directions, a forwarded SIGTERM stops every
+//! rank at one step with one checkpoint, and a SIGKILLed rank ends the other with an error naming it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use tch::Tensor;
+
+use crate::common::{ect, tmp, write_idx};
+
+const CONFIG: &str = r#"
+seed = 3
+device = "cpu"
+threads = 1
+iterations = 20
+batch_size = 8
+micro_batch = 2
+[data]
+format = "idx"
+xflip = true
+[network]
+network = "ECMPrecond"
+img_resolution = 8
+img_channels = 1
+model_type = "SongUNet"
+model_channels = 8
+channel_mult = [1, 2]
+channel_mult_emb = 2
+num_blocks = 1
+attn_resolutions = [4]
+dropout = 0.0
+[optimizer]
+lr = 0.001
+[schedule]
+q = 2.0
+iters_per_stage = 5
+[output]
+checkpoint_every = 0
+sample_every = 0
+log_every = 1
+keep_last = 2
+[distributed]
+timeout_s = 20
+"#;
+
+/// A scratch folder with the dataset and the config; returns (folder, config path).
+fn setup(name: &str) -> (PathBuf, PathBuf) {
+    let dir = tmp(name);
+    write_idx(
+        &dir,
+        "train",
+        (40, 8, 8),
+        |i, p| ((p * 37 + i * 11) % 256) as u8,
+        |i| (i % 2) as u8,
+    );
+    let cfg = dir.join("ddp.toml");
+    std::fs::write(&cfg, CONFIG).unwrap();
+    (dir, cfg)
+}
+
+/// `ect train` of the config into `run` with extra arguments.
+fn train(dir: &Path, cfg: &Path, run: &Path, extra: &[&str]) -> Command {
+    let mut cmd = ect();
+    cmd.args(["train", "--quiet", "--config"])
+        .arg(cfg)
+        .arg("--set")
+        .arg(format!("data.path=\"{}\"", dir.display()))
+        .arg("--set")
+        .arg(format!("output.run_dir=\"{}\"", run.display()))
+        .args(extra);
+    cmd
+}
+
+/// Runs `cmd` with a deadline (a hang fails the test instead of blocking it).
+fn run_bounded(cmd: &mut Command, limit: Duration) -> Output {
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let deadline = Instant::now() + limit;
+    let waiter = std::thread::spawn(move || child.wait_with_output().unwrap());
+    while !waiter.is_finished() {
+        if Instant::now() > deadline {
+            // SAFETY: plain system call on our own child.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            panic!("command did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    waiter.join().unwrap()
+}
+
+fn ok(out: &Output) {
+    assert!(
+        out.status.success() || out.status.code() == Some(3),
+        "exit {:?}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The latest checkpoint's directory.
+fn latest(run: &Path) -> PathBuf {
+    let ckpts = run.join("checkpoints");
+    ckpts.join(
+        std::fs::read_to_string(ckpts.join("latest"))
+            .unwrap()
+            .trim(),
+    )
+}
+
+fn step_of(ckpt: &Path) -> u64 {
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(ckpt.join("state.json")).unwrap()).unwrap();
+    state["step"].as_u64().unwrap()
+}
+
+/// The largest relative difference `max|a - b| / max|b|` over the tensors of two safetensors files
+/// (every tensor of one must be in the other).
+fn max_rel_diff(a: &Path, b: &Path) -> f64 {
+    let b: std::collections::HashMap<String, Tensor> =
+        Tensor::read_safetensors(b).unwrap().into_iter().collect();
+    let mut worst = 0f64;
+    for (name, x) in Tensor::read_safetensors(a).unwrap() {
+        let y = &b[&name];
+        let scale = y.abs().max().double_value(&[]).max(1e-12);
+        let diff = (&x - y).abs().max().double_value(&[]);
+        worst = worst.max(diff / scale);
+    }
+    worst
+}
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+#[test]
+fn two_processes_train_the_weights_of_one() {
+    let (dir, cfg) = setup("ddp-equal");
+    let (one, two) = (dir.join("one"), dir.join("two"));
+    ok(&run_bounded(&mut train(&dir, &cfg, &one, &[]), LIMIT));
+    let out = run_bounded(
+        &mut train(&dir, &cfg, &two, &["--nproc-per-node", "2"]),
+        LIMIT,
+    );
+    ok(&out);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.lines().count(), 1, "rank 0 alone prints: {stdout}");
+    let (a, b) = (latest(&one), latest(&two));
+    assert_eq!((step_of(&a), step_of(&b)), (20, 20));
+    let weights = max_rel_diff(&b.join("model.safetensors"), &a.join("model.safetensors"));
+    let ema = max_rel_diff(&b.join("ema.safetensors"), &a.join("ema.safetensors"));
+    eprintln!("2 vs 1 process after 20 steps: weights {weights:e}, EMA {ema:e} (max relative)");
+    assert!(
+        weights < 1e-5 && ema < 1e-5,
+        "weights {weights:e}, EMA {ema:e}"
+    );
+    // The same logged losses, step by step (float32 summation order only).
+    let losses = |run: &Path| -> Vec<f64> {
+        std::fs::read_to_string(run.join("stats.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"]
+                    .as_f64()
+                    .unwrap()
+            })
+            .collect()
+    };
+    let (la, lb) = (losses(&one), losses(&two));
+    assert_eq!(la.len(), 20);
+    for (x, y) in la.iter().zip(&lb) {
+        assert!((x - y).abs() <= 1e-5 * x.abs(), "losses {la:?} vs {lb:?}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn resume_changes_the_number_of_processes_both_ways() {
+    let (dir, cfg) = setup("ddp-resume");
+    let six = ["--set", "iterations=6"];
+    let reference = dir.join("ref");
+    ok(&run_bounded(
+        &mut train(&dir, &cfg, &reference, &six),
+        LIMIT,
+    ));
+    for (first, second, name) in [(2, 1, "2to1"), (1, 2, "1to2")] {
+        let run = dir.join(name);
+        let nproc = |n: i32| -> Vec<String> {
+            if n > 1 {
+                vec!["--nproc-per-node".into(), n.to_string()]
+            } else {
+                vec![]
+            }
+        };
+        let mut args: Vec<String> = six.iter().map(|s| s.to_string()).collect();
+        args.extend(["--stop-at-step".into(), "3".into()]);
+        args.extend(nproc(first));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = run_bounded(&mut train(&dir, &cfg, &run, &args), LIMIT);
+        assert_eq!(
+            out.status.code(),
+            Some(3),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(step_of(&latest(&run)), 3);
+        let mut resume = ect();
+        resume
+            .args(["resume", "--quiet"])
+            .arg(&run)
+            .args(nproc(second));
+        ok(&run_bounded(&mut resume, LIMIT));
+        let ckpt = latest(&run);
+        assert_eq!(step_of(&ckpt), 6);
+        let rel = max_rel_diff(
+            &ckpt.join("model.safetensors"),
+            &latest(&reference).join("model.safetensors"),
+        );
+        eprintln!("{name}: weights after 6 steps vs one uninterrupted process: {rel:e}");
+        assert!(rel < 1e-5, "{name}: {rel:e}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The PIDs of `parent`'s children.
+fn children(parent: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{parent}/task/{parent}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|s| s.parse().ok())
+        .collect()
+}
+
+/// The worker of `launcher` whose environment has `RANK=rank`.
+fn worker(launcher: u32, rank: usize) -> Option<u32> {
+    children(launcher).into_iter().find(|pid| {
+        std::fs::read(format!("/proc/{pid}/environ"))
+            .map(|env| {
+                env.split(|&b| b == 0)
+                    .any(|kv| kv == format!("RANK={rank}").as_bytes())
+            })
+            .unwrap_or(false)
+    })
+}
+
+/// Starts a long 2-process run and waits until it has logged `steps` steps (and, with `ckpt`, written a
+/// checkpoint); returns the launcher.
+// The launcher is returned to the caller, which waits on it (the lint cannot see past the return).
+#[allow(clippy::zombie_processes)]
+fn start_long_run(dir: &Path, cfg: &Path, run: &Path, ckpt: bool) -> std::process::Child {
+    let every = if ckpt { "2" } else { "0" };
+    let mut child = train(
+        dir,
+        cfg,
+        run,
+        &[
+            "--set",
+            "iterations=100000",
+            "--set",
+            &format!("output.checkpoint_every={every}"),
+            "--nproc-per-node",
+            "2",
+        ],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let logged = std::fs::read_to_string(run.join("stats.jsonl"))
+            .map(|s| s.lines().count())
+            .unwrap_or(0);
+        let has_ckpt = run.join("checkpoints/latest").exists();
+        if logged >= 4 && (has_ckpt || !ckpt) {
+            return child;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "the run did not start: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn sigterm_stops_every_rank_at_one_step_with_one_checkpoint() {
+    let (dir, cfg) = setup("ddp-sigterm");
+    let run = dir.join("run");
+    let child = start_long_run(&dir, &cfg, &run, false);
+    // SAFETY: plain system call on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let start = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    assert!(start.elapsed() < Duration::from_secs(60));
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ckpts: Vec<_> = std::fs::read_dir(run.join("checkpoints"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("ckpt-"))
+        .collect();
+    assert_eq!(ckpts.len(), 1, "one checkpoint");
+    let step = step_of(&latest(&run));
+    let logged = std::fs::read_to_string(run.join("stats.jsonl"))
+        .unwrap()
+        .lines()
+        .count() as u64;
+    assert_eq!(step, logged, "the checkpoint is of the last logged step");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_killed_rank_ends_the_other_with_an_error_naming_it() {
+    let (dir, cfg) = setup("ddp-kill");
+    let run = dir.join("run");
+    let child = start_long_run(&dir, &cfg, &run, true);
+    let victim = worker(child.id(), 1).expect("rank 1's process");
+    // SAFETY: plain system call on a process this test started.
+    unsafe { libc::kill(victim as i32, libc::SIGKILL) };
+    let start = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    let waited = start.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("worker rank 1 failed with killed by signal 9 (SIGKILL)"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("lost peer rank 1"), "{stderr}");
+    assert!(waited < Duration::from_secs(20), "took {waited:?}");
+    // The last checkpoint is intact: one process continues from it.
+    let step = step_of(&latest(&run));
+    let mut resume = ect();
+    resume
+        .args(["resume", "--quiet", "--iterations"])
+        .arg((step + 2).to_string())
+        .arg(&run);
+    ok(&run_bounded(&mut resume, LIMIT));
+    assert_eq!(step_of(&latest(&run)), step + 2);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
