@@ -90,7 +90,10 @@ pub fn dependency_graph() -> Result<DepGraph, String> {
         .filter_map(|p| Some((p["id"].as_str()?, p["name"].as_str()?)))
         .collect();
     let mut graph = DepGraph::new();
-    for node in meta["resolve"]["nodes"].as_array().ok_or("no resolve graph")? {
+    for node in meta["resolve"]["nodes"]
+        .as_array()
+        .ok_or("no resolve graph")?
+    {
         let Some(name) = node["id"].as_str().and_then(|id| names.get(id)) else {
             continue;
         };
@@ -99,9 +102,9 @@ pub fn dependency_graph() -> Result<DepGraph, String> {
             .into_iter()
             .flatten()
             .filter(|d| {
-                d["dep_kinds"].as_array().is_some_and(|kinds| {
-                    kinds.iter().any(|k| k["kind"].as_str() != Some("dev"))
-                })
+                d["dep_kinds"]
+                    .as_array()
+                    .is_some_and(|kinds| kinds.iter().any(|k| k["kind"].as_str() != Some("dev")))
             })
             .filter_map(|d| d["pkg"].as_str().and_then(|id| names.get(id)))
             .map(|s| s.to_string())

@@ -114,10 +114,12 @@ fn main() -> std::process::ExitCode {
 
 /// Runs the command; the exit status of a success (`cargo xtask ect` passes on `ect`'s own).
 fn run(cli: Cli) -> anyhow::Result<u8> {
-    run_command(cli).map(|()| 0).or_else(|e| match e.downcast::<PassStatus>() {
-        Ok(PassStatus(code)) => Ok(code),
-        Err(e) => Err(e),
-    })
+    run_command(cli)
+        .map(|()| 0)
+        .or_else(|e| match e.downcast::<PassStatus>() {
+            Ok(PassStatus(code)) => Ok(code),
+            Err(e) => Err(e),
+        })
 }
 
 /// The exit status of a child to pass on unchanged.

@@ -142,7 +142,12 @@ impl ExperimentConfig {
         eval.validate()?;
         let pretrain = exp
             .pretrain
-            .map(|p| TrainConfig::from_table(merge(doc.clone(), &p), &format!("{origin} [experiment.pretrain]")))
+            .map(|p| {
+                TrainConfig::from_table(
+                    merge(doc.clone(), &p),
+                    &format!("{origin} [experiment.pretrain]"),
+                )
+            })
             .transpose()?;
         let tune = TrainConfig::from_table(doc, origin)?;
         Ok(Self {

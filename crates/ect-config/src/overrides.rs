@@ -94,9 +94,10 @@ mod tests {
 
     #[test]
     fn merge_replaces_tables_of_another_kind() {
-        let base: toml::Table =
-            toml::from_str("[objective]\nkind = \"ect\"\nc = 0.06\n[network]\ndropout = 0.2\nx = 1")
-                .unwrap();
+        let base: toml::Table = toml::from_str(
+            "[objective]\nkind = \"ect\"\nc = 0.06\n[network]\ndropout = 0.2\nx = 1",
+        )
+        .unwrap();
         let over: toml::Table =
             toml::from_str("[objective]\nkind = \"edm\"\n[network]\ndropout = 0.1").unwrap();
         let m = merge(base, &over);

@@ -13,7 +13,7 @@
 //! | [`objective`] | what differs between ECT, EDM and iCT: noise levels, loss, stages, samplers |
 //! | [`grad`] | the gradient path between backward and the update (loss scale, sanitise, clip) |
 //! | [`optim`], [`ema`], [`amp`] | RAdam/Adam, weight averages, mixed-precision loss scaling |
-//! | [`feeder`], [`labels`] | batches and labels as tensors from `ect-data`'s loader |
+//! | [`feeder`], [`labels`], [`transfer`] | batches and labels as tensors from `ect-data`'s loader; host-device copies |
 //! | [`sampler`], [`generate`], [`periodic_eval`] | samplers, `ect sample`, periodic FD |
 //! | [`checkpoint`], [`run_dir`], [`stats`], [`progress`], [`signals`] | what a run writes and shows |
 
@@ -42,6 +42,7 @@ pub mod session;
 pub mod signals;
 pub mod stats;
 pub mod trainer;
+pub mod transfer;
 
 pub use ect_config::TrainConfig;
 pub use generate::{sample, SampleSpec, SampleSummary, WeightsChoice};

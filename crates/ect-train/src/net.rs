@@ -4,8 +4,8 @@
 use ect_unet::{CoeffMode, DropoutMode, MaskTape, Precond, ValidNetworkConfig};
 use tch::{nn::VarStore, Device, Tensor};
 
-use crate::error::{Result, TrainError};
 use crate::denoiser::{Denoiser, Pass};
+use crate::error::{Result, TrainError};
 
 /// A preconditioned network with its variables.
 pub struct Network {

@@ -10,8 +10,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use ect_metrics::samples::Images;
 use ect_config::train::EvalConfig;
+use ect_metrics::samples::Images;
 use ect_metrics::score::{fd_score, open_extractor, stats_of_images};
 use ect_metrics::stats::FeatureStats;
 use ect_metrics::FeatureExtractor;

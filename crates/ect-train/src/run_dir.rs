@@ -24,7 +24,10 @@ pub const LOCK_FILE: &str = ".lock";
 pub fn read_config(run_dir: &Path) -> Result<TrainConfig> {
     let path = run_dir.join(CONFIG_FILE);
     let text = std::fs::read_to_string(&path).map_err(|e| TrainError::io(&path, e))?;
-    Ok(TrainConfig::from_json_str(&text, &path.display().to_string())?)
+    Ok(TrainConfig::from_json_str(
+        &text,
+        &path.display().to_string(),
+    )?)
 }
 
 /// Writes the resolved configuration of a run directory (atomically).

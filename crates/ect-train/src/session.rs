@@ -55,7 +55,8 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<RunSummary> {
     let run_dir = cfg.output.run_dir.clone();
     crate::device::resolve(cfg.device)?;
     let _lock = RunLock::acquire(&run_dir)?;
-    if checkpoint::latest_checkpoint(&run_dir)?.is_some() || run_dir.join(run_dir::CONFIG_FILE).exists()
+    if checkpoint::latest_checkpoint(&run_dir)?.is_some()
+        || run_dir.join(run_dir::CONFIG_FILE).exists()
     {
         return Err(TrainError::invalid(
             "output.run_dir",
@@ -67,8 +68,12 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<RunSummary> {
     }
     let trainer = Trainer::new(cfg.clone(), run_dir.clone(), None)?;
     run_dir::write_config(&run_dir, cfg)?;
-    RunMeta::collect(cfg, trainer.network().vs.device(), trainer.network().num_parameters())
-        .write(&run_dir)?;
+    RunMeta::collect(
+        cfg,
+        trainer.network().vs.device(),
+        trainer.network().num_parameters(),
+    )
+    .write(&run_dir)?;
     trainer.run(opts)
 }
 
@@ -103,6 +108,7 @@ const HARMLESS_CHANGES: &[&str] = &[
     "data.prefetch",
     "data.cache",
     "data.path",
+    "backend",
 ];
 
 /// Continues a run from its latest checkpoint with the configuration recorded in the run directory.
@@ -238,7 +244,12 @@ fn diff(prefix: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Ve
                     format!("{prefix}.{k}")
                 };
                 let null = serde_json::Value::Null;
-                diff(&p, x.get(k).unwrap_or(&null), y.get(k).unwrap_or(&null), out);
+                diff(
+                    &p,
+                    x.get(k).unwrap_or(&null),
+                    y.get(k).unwrap_or(&null),
+                    out,
+                );
             }
         }
         _ if a != b => out.push(prefix.to_owned()),
@@ -266,6 +277,23 @@ pub fn apply_threads(threads: usize) -> Result<()> {
     Ok(())
 }
 
+/// Applies the `[backend]` switches to libtorch's global context: cuDNN autotuning and TF32 in float32
+/// matmuls and convolutions. They are process-wide, so they are set once when a run starts; on a
+/// machine without CUDA they are set all the same (libtorch accepts them) and change nothing.
+pub fn apply_backend(backend: &ect_config::train::BackendConfig) -> Result<()> {
+    use ect_dist::context::{set_backend_flag, BackendFlag};
+    let flags = [
+        (BackendFlag::CudnnBenchmark, backend.cudnn_benchmark),
+        (BackendFlag::Tf32Matmul, backend.allow_tf32),
+        (BackendFlag::Tf32Cudnn, backend.allow_tf32),
+    ];
+    for (flag, value) in flags {
+        set_backend_flag(flag, value)
+            .map_err(|e| TrainError::external("applying the [backend] switches", e))?;
+    }
+    Ok(())
+}
+
 /// Checks that the data matches the network (image size, classes) and that a micro-batch can fit in
 /// memory; returns the label dimension batches carry (0 for an unconditional run).
 pub fn check_data_fits(cfg: &TrainConfig, dataset: &dyn ect_data::Dataset) -> Result<i64> {
@@ -286,7 +314,10 @@ pub fn check_data_fits(cfg: &TrainConfig, dataset: &dyn ect_data::Dataset) -> Re
     if cfg.data.conditional && dataset.label_dim() as i64 > label_dim {
         return Err(TrainError::invalid(
             "network.label_dim",
-            format!("is {label_dim}, the data has {} classes", dataset.label_dim()),
+            format!(
+                "is {label_dim}, the data has {} classes",
+                dataset.label_dim()
+            ),
         ));
     }
     // The images of one micro-batch as float32, times the few copies a step keeps of them (noise,

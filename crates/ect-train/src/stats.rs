@@ -92,7 +92,13 @@ impl Interval {
     /// The interval's record at `state`, and a fresh interval.
     pub fn take_record(&mut self, state: &TrainState) -> StatsRecord {
         let k = self.counted.max(1) as f64;
-        let per_second = |x: f64| if self.seconds > 0.0 { x / self.seconds } else { 0.0 };
+        let per_second = |x: f64| {
+            if self.seconds > 0.0 {
+                x / self.seconds
+            } else {
+                0.0
+            }
+        };
         let record = StatsRecord {
             step: state.step,
             images_seen: state.images_seen,
@@ -226,13 +232,19 @@ mod tests {
     fn reopening_drops_records_past_the_checkpoint_and_torn_lines() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(STATS_FILE);
-        let lines: Vec<String> = (1..=6).map(|s| format!("{{\"step\":{}}}", s * 10)).collect();
+        let lines: Vec<String> = (1..=6)
+            .map(|s| format!("{{\"step\":{}}}", s * 10))
+            .collect();
         std::fs::write(&path, format!("{}\n{{\"step\":7", lines.join("\n"))).unwrap();
         drop(StatsLog::open(dir.path(), 40).unwrap());
         let text = std::fs::read_to_string(&path).unwrap();
         let steps: Vec<u64> = text
             .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["step"].as_u64().unwrap())
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["step"]
+                    .as_u64()
+                    .unwrap()
+            })
             .collect();
         assert_eq!(steps, [10, 20, 30, 40]);
         assert!(text.ends_with('\n'));

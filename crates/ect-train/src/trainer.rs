@@ -60,6 +60,7 @@ impl Trainer {
     ) -> Result<Self> {
         let device = crate::device::resolve(cfg.device)?;
         crate::session::apply_threads(cfg.threads)?;
+        crate::session::apply_backend(&cfg.backend)?;
         rng::seed_torch(cfg.seed, 0, Stream::Init);
         let net = Network::new(&cfg.network, device)?;
         let sampler_net = Network::new(&cfg.network, device)?;
@@ -171,16 +172,18 @@ impl Trainer {
             });
             let l = amp::to_f32(&per_sample).sum(Kind::Float) / batch as f64;
             loss_sum += l.detach().to_kind(Kind::Double);
-            match self.grads.loss_scale() {
-                s if s == 1.0 => l.backward(),
-                s => (&l * s).backward(),
+            let scale = self.grads.loss_scale();
+            if scale == 1.0 {
+                l.backward()
+            } else {
+                (&l * scale).backward()
             }
             t_sum += levels.t.iter().sum::<f64>();
             r_sum += levels.r.iter().sum::<f64>();
             rt_sum += levels.mean_r_over_t() * micro as f64;
         }
         // The one read-back of the step: whether to apply the update depends on it.
-        let loss = loss_sum.double_value(&[]);
+        let loss = crate::transfer::read_scalar(&loss_sum);
         self.state.step += 1;
         self.state.images_seen = self.feeder.images_seen();
         let outcome = self.apply_update(loss, lr)?;
@@ -266,7 +269,12 @@ impl Trainer {
         self.ema.copy_into(0, &self.sampler_net.vs)?;
         let net = self.sampler_net.precond.config();
         let n = self.cfg.sampling.grid_images as i64;
-        let shape = [n, net.img_channels(), net.img_resolution(), net.img_resolution()];
+        let shape = [
+            n,
+            net.img_channels(),
+            net.img_resolution(),
+            net.img_resolution(),
+        ];
         let labels = labels::cycling(0, n, net.label_dim(), self.device);
         rng::seed_torch(self.cfg.seed, 0, Stream::Samples);
         let z = Tensor::randn(shape, (Kind::Float, self.device));
@@ -328,7 +336,9 @@ impl Trainer {
                 cadence.checkpoint = Some((s, self.checkpoint()?));
             }
         }
-        self.finish(cadence, interval, &mut stats, &progress, start_step, started)
+        self.finish(
+            cadence, interval, &mut stats, &progress, start_step, started,
+        )
     }
 
     /// The end of an invocation: the last interval's record, a checkpoint of the last step, the final
@@ -353,7 +363,10 @@ impl Trainer {
         let saved = cadence.checkpoint.as_ref().is_some_and(|(s, _)| *s == step);
         let checkpoint = if saved || step == start_step {
             // Nothing new since the last checkpoint (or since the one this invocation started from).
-            match (cadence.checkpoint.take(), checkpoint::latest_checkpoint(&self.run_dir)?) {
+            match (
+                cadence.checkpoint.take(),
+                checkpoint::latest_checkpoint(&self.run_dir)?,
+            ) {
                 (Some((_, path)), _) | (None, Some(path)) => path,
                 (None, None) => self.checkpoint()?,
             }

@@ -23,7 +23,11 @@ fn main() {
     );
 
     let vs = VarStore::new(Device::Cpu);
-    let net = Precond::new(&vs.root(), &NetworkConfig::ddpmpp_cifar10(0.2).validated().unwrap()).unwrap();
+    let net = Precond::new(
+        &vs.root(),
+        &NetworkConfig::ddpmpp_cifar10(0.2).validated().unwrap(),
+    )
+    .unwrap();
     let xi = Tensor::randn([8, 3, 32, 32], (Kind::Float, Device::Cpu));
     let s = Tensor::full([8], 2.0, (Kind::Float, Device::Cpu));
     for i in 0..3 {

@@ -97,7 +97,9 @@ fn describe_mismatch(
 impl From<ect_config::NetworkConfigError> for UnetError {
     fn from(e: ect_config::NetworkConfigError) -> Self {
         match e {
-            ect_config::NetworkConfigError::Config { field, reason } => UnetError::Config { field, reason },
+            ect_config::NetworkConfigError::Config { field, reason } => {
+                UnetError::Config { field, reason }
+            }
             ect_config::NetworkConfigError::Parse { origin, reason } => {
                 UnetError::ConfigParse { origin, reason }
             }

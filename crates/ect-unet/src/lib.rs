@@ -32,6 +32,8 @@ pub mod precond;
 pub mod song;
 pub mod weights;
 
+pub use count::{count_parameters, forward_flops_per_image, try_count_parameters};
+pub use dropout::{DropoutMode, MaskTape};
 /// The network configurations, defined in the torch-free `ect-config` crate (beside the training
 /// configuration that holds them) and re-exported here under their historical path.
 pub use ect_config::network as config;
@@ -40,8 +42,6 @@ pub use ect_config::network::{
     ModelConfig, NetworkConfig, NetworkConfigError, PrecondFields, SongUNetConfig,
     ValidNetworkConfig,
 };
-pub use count::{count_parameters, forward_flops_per_image, try_count_parameters};
-pub use dropout::{DropoutMode, MaskTape};
 pub use error::UnetError;
 pub use flops::{count_flops, FlopCount};
 pub use parity::{check_fixture, ParityReport};

@@ -2,11 +2,11 @@
 //! `weights.safetensors`, `io.safetensors`, as produced from the authors' PyTorch code) and reports
 //! the relative errors `max|out - ref| / max|ref|` in evaluation and training mode.
 
-use ect_config::network::{ModelConfig, NetworkConfig, ValidNetworkConfig};
 use crate::dropout::DropoutMode;
 use crate::error::UnetError;
 use crate::precond::{CoeffMode, Precond};
 use crate::weights::{load_weights, read_safetensors};
+use ect_config::network::{ModelConfig, NetworkConfig, ValidNetworkConfig};
 use std::collections::BTreeMap;
 use std::path::Path;
 use tch::{nn::VarStore, Device, Tensor};
@@ -82,12 +82,14 @@ pub fn check_fixture_on(dir: &Path, device: Device) -> Result<ParityReport, Unet
         .ok_or_else(|| fixture_err("meta.json has no string field `network`".into()))?
         .to_string();
     let config =
-        NetworkConfig::from_class_and_args(&network, &meta["config"]).map_err(|e| match e.into() {
-            UnetError::ConfigParse { reason, .. } => UnetError::ConfigParse {
-                origin: Some(meta_path.clone()),
-                reason,
-            },
-            other => other,
+        NetworkConfig::from_class_and_args(&network, &meta["config"]).map_err(|e| {
+            match e.into() {
+                UnetError::ConfigParse { reason, .. } => UnetError::ConfigParse {
+                    origin: Some(meta_path.clone()),
+                    reason,
+                },
+                other => other,
+            }
         })?;
 
     let mut vs = VarStore::new(device);

@@ -5,12 +5,12 @@
 //! batch's `sigma` in the reference's order of operations, so a GPU forward never syncs to the host.
 
 use crate::builder::Builder;
-use ect_config::network::{ModelConfig, NetworkConfig, ValidNetworkConfig};
 use crate::dhariwal::DhariwalUNet;
 use crate::dropout::DropoutMode;
 use crate::edm2::Edm2UNet;
 use crate::error::UnetError;
 use crate::song::SongUNet;
+use ect_config::network::{ModelConfig, NetworkConfig, ValidNetworkConfig};
 use tch::{nn, Kind, Tensor};
 
 /// Which coefficients the preconditioning uses (ECM: training vs evaluation; the others ignore it).

@@ -9,6 +9,7 @@ mod host_allocator;
 mod info;
 mod metrics_cmd;
 mod parity_cmd;
+mod profile;
 mod torch_errors;
 mod train_cmd;
 

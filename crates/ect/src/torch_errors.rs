@@ -23,7 +23,8 @@ pub fn catch<T>(f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
             .location()
             .map(|l| format!(" at {}:{}", l.file(), l.line()))
             .unwrap_or_default();
-        *LAST_PANIC.lock().unwrap_or_else(|e| e.into_inner()) = Some(format!("{message}{location}"));
+        *LAST_PANIC.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(format!("{message}{location}"));
     }));
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
     std::panic::set_hook(previous);
@@ -42,7 +43,8 @@ pub fn catch<T>(f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
 
 /// The user-facing text of a panic message.
 fn describe(message: &str) -> String {
-    let torch = message.contains("Torch(") || message.contains("libtorch") || message.contains("c10::");
+    let torch =
+        message.contains("Torch(") || message.contains("libtorch") || message.contains("c10::");
     // Keep the first line of libtorch's text: c10 appends a C++ backtrace after it.
     let first = message
         .split("\\n")

@@ -88,7 +88,11 @@ steps = [2]
         let pre = spec.pretrain.unwrap();
         assert_eq!(pre.iterations, 30);
         assert_eq!(pre.batch_size, 8, "inherited from the tuning config");
-        assert_eq!(pre.network.class_name(), "ECMPrecond", "merged, not replaced");
+        assert_eq!(
+            pre.network.class_name(),
+            "ECMPrecond",
+            "merged, not replaced"
+        );
         assert_eq!(dropout(&pre), 0.1);
         assert_eq!(pre.objective.name(), "edm");
         assert_eq!(spec.eval.samples, 100);
@@ -137,11 +141,19 @@ steps = [2]
             "eval.samples=5",
         ] {
             let other = parse(&[set]);
-            assert_eq!(config_hash(other.pretrain.as_ref().unwrap()).unwrap(), key, "{set}");
+            assert_eq!(
+                config_hash(other.pretrain.as_ref().unwrap()).unwrap(),
+                key,
+                "{set}"
+            );
         }
         for set in ["seed=3", "batch_size=16", "network.model_channels=16"] {
             let other = parse(&[set]);
-            assert_ne!(config_hash(other.pretrain.as_ref().unwrap()).unwrap(), key, "{set}");
+            assert_ne!(
+                config_hash(other.pretrain.as_ref().unwrap()).unwrap(),
+                key,
+                "{set}"
+            );
         }
         // The stage schedule is part of an ECT run.
         let ect_a = parse(&[]).tune;
@@ -151,7 +163,8 @@ steps = [2]
 
     #[test]
     fn default_experiment_parses() {
-        let spec = ExperimentConfig::parse(DEFAULT_EXPERIMENT, DEFAULT_EXPERIMENT_PATH, &[]).unwrap();
+        let spec =
+            ExperimentConfig::parse(DEFAULT_EXPERIMENT, DEFAULT_EXPERIMENT_PATH, &[]).unwrap();
         assert!(spec.pretrain.is_some());
     }
 }

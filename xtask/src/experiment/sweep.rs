@@ -13,10 +13,10 @@
 //! Resumable: finished points are skipped; an interrupted point resumes from its checkpoint.
 
 use super::{train_or_resume, write_json, ExperimentArgs, Scorer, Session};
-use ect_config::train::InitConfig;
 use crate::plot::{self, Axes, Series};
 use crate::powerlaw::{self, PowerLaw};
 use anyhow::{bail, ensure, Context};
+use ect_config::train::InitConfig;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};

@@ -279,7 +279,9 @@ impl NetworkConfig {
 
     /// Parses and validates a config from JSON, rejecting keys no constructor argument has (they are
     /// listed).
-    pub fn from_json_value(value: &serde_json::Value) -> Result<ValidNetworkConfig, NetworkConfigError> {
+    pub fn from_json_value(
+        value: &serde_json::Value,
+    ) -> Result<ValidNetworkConfig, NetworkConfigError> {
         let value = &with_default_model_type(value);
         let cfg: NetworkConfig = serde_json::from_value(value.clone())
             .map_err(|e| NetworkConfigError::parse(e.to_string()))?;

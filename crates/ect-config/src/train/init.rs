@@ -22,4 +22,3 @@ pub enum InitConfig {
         path: PathBuf,
     },
 }
-

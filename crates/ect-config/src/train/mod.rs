@@ -1,6 +1,7 @@
 //! The one typed training configuration (TOML in, JSON in a run directory), with validation whose
 //! messages name the field. Every default is the ECT CIFAR-10 recipe of the public code (docs/method.md §6).
 
+pub mod backend;
 pub mod data;
 pub mod ema;
 pub mod eval;
@@ -20,6 +21,7 @@ use crate::device::DeviceSpec;
 use crate::error::{ConfigError, Result};
 use crate::network::ValidNetworkConfig;
 
+pub use backend::BackendConfig;
 pub use data::DataConfig;
 pub use ema::EmaConfig;
 pub use eval::{EvalConfig, ExtractorChoice};
@@ -84,6 +86,8 @@ pub struct TrainConfig {
     pub loss_scale: LossScaleConfig,
     /// Periodic Fréchet distance during training (off by default).
     pub eval: EvalConfig,
+    /// libtorch switches: cuDNN autotuning (on) and TF32 (off), applied once at the start of a run.
+    pub backend: BackendConfig,
 }
 
 impl Default for TrainConfig {
@@ -107,6 +111,7 @@ impl Default for TrainConfig {
             eval: EvalConfig::default(),
             precision: Precision::Fp32,
             loss_scale: LossScaleConfig::default(),
+            backend: BackendConfig::default(),
         }
     }
 }
@@ -142,13 +147,12 @@ impl TrainConfig {
                 "is required (the preconditioning class: \"ECMPrecond\", \"EDMPrecond\" or \"edm2.Precond\")",
             ));
         }
-        let cfg: Self =
-            toml::Value::Table(doc)
-                .try_into()
-                .map_err(|e: toml::de::Error| ConfigError::Parse {
-                    origin: origin.to_owned(),
-                    message: e.to_string(),
-                })?;
+        let cfg: Self = toml::Value::Table(doc)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Parse {
+                origin: origin.to_owned(),
+                message: e.to_string(),
+            })?;
         cfg.validate()?;
         Ok(cfg)
     }

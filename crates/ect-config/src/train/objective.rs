@@ -124,7 +124,6 @@ impl ObjectiveConfig {
     }
 }
 
-
 /// `v` finite and `> 0`, else an error naming `field`.
 pub(crate) fn positive(field: &str, v: f64) -> Result<()> {
     if v.is_finite() && v > 0.0 {
@@ -144,7 +143,10 @@ impl ObjectiveConfig {
             if v.is_finite() {
                 Ok(())
             } else {
-                Err(ConfigError::invalid(field, format!("must be finite, got {v}")))
+                Err(ConfigError::invalid(
+                    field,
+                    format!("must be finite, got {v}"),
+                ))
             }
         };
         match self {
@@ -196,7 +198,9 @@ impl ObjectiveConfig {
                 if !(sigma_max.is_finite() && sigma_max > sigma_min) {
                     return Err(ConfigError::invalid(
                         "objective.sigma_max",
-                        format!("must be finite and exceed sigma_min ({sigma_min}), got {sigma_max}"),
+                        format!(
+                            "must be finite and exceed sigma_min ({sigma_min}), got {sigma_max}"
+                        ),
                     ));
                 }
                 positive("objective.rho", *rho)?;

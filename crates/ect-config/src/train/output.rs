@@ -37,7 +37,6 @@ impl Default for OutputConfig {
     }
 }
 
-
 impl OutputConfig {
     /// Checks the run directory and counts; errors name `output.<field>`.
     pub fn validate(&self) -> Result<()> {

@@ -69,4 +69,3 @@ impl LossScaleConfig {
         Ok(())
     }
 }
-

@@ -40,7 +40,6 @@ impl Default for SamplingConfig {
     }
 }
 
-
 impl SamplingConfig {
     /// Checks every grid (a [`TimeGrid`]) and the Karras parameters; errors name `sampling.<field>`.
     pub fn validate(&self) -> Result<()> {
@@ -68,7 +67,10 @@ impl SamplingConfig {
         if self.sigma_min >= self.sigma_max {
             return Err(ConfigError::invalid(
                 "sampling.sigma_min",
-                format!("must be below sigma_max ({}), got {}", self.sigma_max, self.sigma_min),
+                format!(
+                    "must be below sigma_max ({}), got {}",
+                    self.sigma_max, self.sigma_min
+                ),
             ));
         }
         super::objective::positive("sampling.rho", self.rho)

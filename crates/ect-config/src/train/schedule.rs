@@ -41,7 +41,6 @@ impl Default for ScheduleConfig {
     }
 }
 
-
 impl ScheduleConfig {
     /// Checks the mapping's constants and `q`; errors name `schedule.<field>`.
     pub fn validate(&self) -> Result<()> {

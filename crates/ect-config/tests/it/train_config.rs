@@ -24,7 +24,7 @@ fn err_text(r: Result<TrainConfig, ConfigError>) -> String {
 
 #[test]
 fn minimal_config_gets_the_cifar_recipe_defaults() {
-        let cfg = TrainConfig::from_toml_str(MINIMAL, "<test>", &[]).unwrap();
+    let cfg = TrainConfig::from_toml_str(MINIMAL, "<test>", &[]).unwrap();
     assert_eq!(cfg.batch_size, 128);
     assert_eq!(cfg.optimizer.kind, OptimizerKind::Radam);
     assert_eq!(cfg.optimizer.lr, 1e-4);
@@ -42,7 +42,7 @@ fn minimal_config_gets_the_cifar_recipe_defaults() {
 
 #[test]
 fn overrides_apply_before_validation() {
-        let sets = [
+    let sets = [
         "optimizer.lr=2e-4".to_owned(),
         "objective={ kind = \"edm\" }".to_owned(),
         "ema={ kind = \"power\", sigma_rels = [0.05, 0.1] }".to_owned(),
@@ -64,7 +64,7 @@ fn overrides_apply_before_validation() {
 
 #[test]
 fn errors_name_the_field() {
-        let e = err_text(TrainConfig::from_toml_str(
+    let e = err_text(TrainConfig::from_toml_str(
         MINIMAL,
         "<test>",
         &["optimizer.lrr=1".into()],
@@ -128,7 +128,7 @@ fn errors_name_the_field() {
 
 #[test]
 fn lr_schedule_warmup_and_inverse_sqrt_decay() {
-        let mut o = OptimizerConfig {
+    let mut o = OptimizerConfig {
         lr: 1e-2,
         ..Default::default()
     };
@@ -144,7 +144,7 @@ fn lr_schedule_warmup_and_inverse_sqrt_decay() {
 
 #[test]
 fn zero_iterations_per_stage_is_a_single_stage() {
-        let sets = ["schedule.iters_per_stage=0".to_owned()];
+    let sets = ["schedule.iters_per_stage=0".to_owned()];
     let cfg = TrainConfig::from_toml_str(MINIMAL, "<test>", &sets).unwrap();
     let stages = cfg.schedule.stages();
     assert_eq!(stages.stage_at(0), 0);
@@ -158,7 +158,7 @@ fn zero_iterations_per_stage_is_a_single_stage() {
 
 #[test]
 fn mixed_precision_is_cuda_only_and_its_scaler_is_validated() {
-        let cfg =
+    let cfg =
         TrainConfig::from_toml_str(MINIMAL, "<test>", &["precision=\"fp16\"".into()]).unwrap();
     assert_eq!(cfg.precision, Precision::Fp16);
     let on_cpu = TrainConfig::from_toml_str(
@@ -172,4 +172,25 @@ fn mixed_precision_is_cuda_only_and_its_scaler_is_validated() {
     let bad =
         TrainConfig::from_toml_str(MINIMAL, "<test>", &["loss_scale.backoff_factor=2.0".into()]);
     assert!(err_text(bad).contains("loss_scale.backoff_factor"));
+}
+
+#[test]
+fn backend_switches_default_to_the_reference_and_parse() {
+    let cfg = TrainConfig::from_toml_str(MINIMAL, "<test>", &[]).unwrap();
+    // The reference's training loop: cudnn.benchmark = True, enable_tf32 = False.
+    assert!(cfg.backend.cudnn_benchmark);
+    assert!(!cfg.backend.allow_tf32);
+    let sets = [
+        "backend.allow_tf32=true".to_owned(),
+        "backend.cudnn_benchmark=false".to_owned(),
+    ];
+    let cfg = TrainConfig::from_toml_str(MINIMAL, "<test>", &sets).unwrap();
+    assert!(cfg.backend.allow_tf32 && !cfg.backend.cudnn_benchmark);
+    // A run directory's config.json written before `[backend]` existed still reads.
+    let mut json: serde_json::Value = serde_json::to_value(&cfg).unwrap();
+    json.as_object_mut().unwrap().remove("backend");
+    let old = TrainConfig::from_json_str(&json.to_string(), "<old run>").unwrap();
+    assert!(old.backend.cudnn_benchmark && !old.backend.allow_tf32);
+    let bad = format!("{MINIMAL}\n[backend]\ntf32 = true\n");
+    assert!(err_text(TrainConfig::from_toml_str(&bad, "<test>", &[])).contains("tf32"));
 }

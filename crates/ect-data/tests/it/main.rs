@@ -1,7 +1,7 @@
 //! Integration tests of `ect-data`: every dataset format, the loader and robustness to bad files.
 
-mod common;
 mod cifar;
+mod common;
 mod edm;
 mod fetch;
 mod idx;

@@ -96,9 +96,6 @@ keep_last = 2
     TrainConfig::from_toml_str(&text, "<test>", &overrides).unwrap()
 }
 
-/// libtorch's generator is process-global and every run reseeds it per step, so runs in parallel test
-/// threads would interleave their draws; the tests take turns.
-
 fn quiet() -> RunOptions {
     RunOptions {
         quiet: true,

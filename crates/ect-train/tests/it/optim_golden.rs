@@ -13,8 +13,8 @@ fn floats(v: &Value) -> Vec<f32> {
 }
 
 fn check_case(case: &str, kind: OptimizerKind) {
-    let golden: Value =
-        serde_json::from_str(include_str!("../fixtures/optim_golden.json")).expect("fixture parses");
+    let golden: Value = serde_json::from_str(include_str!("../fixtures/optim_golden.json"))
+        .expect("fixture parses");
     let c = &golden["cases"][case];
     let cfg = OptimizerConfig {
         kind,

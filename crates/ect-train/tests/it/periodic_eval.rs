@@ -4,15 +4,13 @@
 
 use std::path::Path;
 
+use ect_config::TrainConfig;
 use ect_metrics::extract::featnet::FeatureNet;
 use ect_metrics::samples::Images;
 use ect_metrics::score::stats_of_images;
-use ect_config::TrainConfig;
 use ect_train::periodic_eval::FdRecord;
 use ect_train::{train, RunOptions};
 use tch::Device;
-
-/// libtorch's generator is process-global: the tests take turns.
 
 /// 28x28 images: a bright bar at a class-dependent row over a dim, textured background.
 fn images(n: usize) -> Vec<u8> {

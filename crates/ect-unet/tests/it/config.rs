@@ -22,7 +22,11 @@ fn presets_round_trip_through_json() {
     }
     for cfg in presets {
         let text = serde_json::to_string(&cfg).unwrap();
-        assert_eq!(NetworkConfig::from_json_str(&text).unwrap().get(), &cfg, "{text}");
+        assert_eq!(
+            NetworkConfig::from_json_str(&text).unwrap().get(),
+            &cfg,
+            "{text}"
+        );
     }
     assert!(matches!(
         NetworkConfig::edm2_imagenet64("XXL", 0.0),

@@ -3,7 +3,9 @@
 use crate::common;
 
 use common::{config_with, fixture_dir};
-use ect_unet::{load_weights, CoeffMode, DropoutMode, MaskTape, NetworkConfig, Precond, ValidNetworkConfig};
+use ect_unet::{
+    load_weights, CoeffMode, DropoutMode, MaskTape, NetworkConfig, Precond, ValidNetworkConfig,
+};
 use serde_json::json;
 use tch::{nn::VarStore, Device, Kind, Tensor};
 

@@ -118,7 +118,11 @@ fn two_level_song_unet_matches_the_hand_count() {
 /// r x r (`cin r^2 k^2`), an `_up` block filters them at r/2 x r/2 (`cin (r/2)^2 k^2`).
 fn count_from_names(cfg: &NetworkConfig, taps: i64) -> FlopCount {
     let vs = VarStore::new(Device::Cpu);
-    Precond::build(&Builder::shapes_only(vs.root()), &cfg.clone().validated().unwrap()).unwrap();
+    Precond::build(
+        &Builder::shapes_only(vs.root()),
+        &cfg.clone().validated().unwrap(),
+    )
+    .unwrap();
     let vars = vs.variables();
     let full = cfg.img_resolution();
     let res_of = |name: &str| -> i64 {
@@ -228,7 +232,10 @@ fn totals_equal_torch_flop_counter_on_the_reference_code() {
 #[test]
 fn fmnist_network_forward_flops() {
     let _torch = crate::torch();
-    assert_eq!(ect_unet::try_count_parameters(&fmnist()).unwrap(), 1_752_993);
+    assert_eq!(
+        ect_unet::try_count_parameters(&fmnist()).unwrap(),
+        1_752_993
+    );
     let c = flops(&fmnist()).unwrap();
     println!("fmnist: {} MACs, {c}", c.macs);
     assert_eq!(c, FMNIST);

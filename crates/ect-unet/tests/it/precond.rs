@@ -28,7 +28,11 @@ fn network(class: &str, sigma_data: f64) -> ValidNetworkConfig {
 }
 
 /// Largest relative error of the tensor coefficients (f32) against the f64 formulas.
-fn max_rel_err(net: &Precond, mode: CoeffMode, want: impl Fn(f64) -> formulas::Coefficients) -> f64 {
+fn max_rel_err(
+    net: &Precond,
+    mode: CoeffMode,
+    want: impl Fn(f64) -> formulas::Coefficients,
+) -> f64 {
     let s = sigmas();
     let got = net.coefficients(&Tensor::from_slice(&s).to_kind(Kind::Float), mode);
     let read = |t: &Tensor| Vec::<f64>::try_from(t.to_kind(Kind::Double)).unwrap();

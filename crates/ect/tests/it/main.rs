@@ -1,10 +1,10 @@
 //! Integration tests of the `ect` binary, run as a user runs it.
 
-mod common;
 mod cli_data;
 mod cli_flops;
 mod cli_info;
 mod cli_metrics;
 mod cli_parity;
 mod cli_train;
+mod common;
 mod presets;
