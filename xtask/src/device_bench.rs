@@ -164,7 +164,7 @@ fn run_in(device: &str, cuda: bool, ect: &Ect, tmp: &Path) -> anyhow::Result<Str
     writeln!(out, "|---|---|---|---|---|---|---|")?;
     for (i, net) in plan.nets.iter().enumerate() {
         let data = tmp.join(format!("data-{i}"));
-        write_images(&data, net, 64)?;
+        write_images(&data, net, (2 * net.batch as usize).max(64))?;
         for precision in &plan.precisions {
             for objective in ["ect", "edm", "ict"] {
                 let run = tmp.join(format!("run-{i}-{objective}-{precision}"));

@@ -9,7 +9,7 @@
 //! EMA and would make the figure meaningless, so the benchmark fails on one.
 //!
 //! Ignored by default (minutes on CPU):
-//! `cargo test -p ect-train --release --test it bench_steps -- --ignored --nocapture`
+//! `cargo xtask cargo test -p ect-train --release --test it bench_steps -- --ignored --nocapture`
 //! Environment: `ECT_BENCH_NETS` (comma-separated from `fmnist,ddpmpp,ncsnpp`; default `fmnist`),
 //! `ECT_BENCH_OBJECTIVES` (default `ect,edm,ict`), `ECT_BENCH_DEVICE=cuda` to run on a GPU,
 //! `ECT_BENCH_STEPS` (measured steps, default 10), `ECT_BENCH_WARMUP` (default 2), `ECT_BENCH_BATCH`

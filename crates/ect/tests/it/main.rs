@@ -5,6 +5,7 @@ mod cli_flops;
 mod cli_info;
 mod cli_metrics;
 mod cli_parity;
+mod cli_profile;
 mod cli_train;
 mod common;
 mod presets;
