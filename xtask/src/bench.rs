@@ -1,5 +1,6 @@
 //! `cargo xtask bench`: runs the criterion benchmarks of the workspace's crates and prints one table
-//! (mean time per iteration and throughput) collected from criterion's `estimates.json` files.
+//! (mean time per iteration and throughput) collected from criterion's `estimates.json` files; with
+//! `--device` it runs the device check of [`crate::device_bench`] instead.
 
 use crate::libtorch::{self, Libtorch};
 use anyhow::Context;
@@ -15,6 +16,14 @@ pub struct BenchArgs {
     /// Only print the table of the results already on disk.
     #[arg(long)]
     pub report_only: bool,
+    /// Instead of the criterion benches: the device check of `ect` on `cpu` (a small configuration for
+    /// CI) or `cuda` / `cuda:N` (the recipes' networks and batches): `ect info`, parity of every fixture,
+    /// training-step and sampling images/s.
+    #[arg(long, value_name = "DEVICE", conflicts_with_all = ["crates", "report_only"])]
+    pub device: Option<String>,
+    /// With `--device`: use this `ect` binary instead of building it (release).
+    #[arg(long, value_name = "PATH", requires = "device")]
+    pub ect_bin: Option<PathBuf>,
 }
 
 /// One benchmark result.
@@ -32,6 +41,13 @@ pub struct BenchRow {
 
 /// Runs the benches, then prints the table.
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
+    if let Some(device) = &args.device {
+        let ect = match &args.ect_bin {
+            Some(bin) => crate::ect::Ect::new(bin.clone()),
+            None => crate::ect::Ect::build(&libtorch::ensure()?)?,
+        };
+        return crate::device_bench::run(device, &ect);
+    }
     let root = libtorch::workspace_root();
     if !args.report_only {
         let crates = if args.crates.is_empty() {

@@ -60,6 +60,15 @@ impl Ect {
         check(&status, args)
     }
 
+    /// Runs `ect args...` and returns its exit status and output whatever they are (standard error is
+    /// shown).
+    pub fn output(&self, args: &[String]) -> anyhow::Result<std::process::Output> {
+        self.command(args)
+            .stderr(Stdio::inherit())
+            .output()
+            .with_context(|| format!("running {}", self.bin.display()))
+    }
+
     /// Runs `ect args...` and parses the last line of its standard output as JSON (progress and logs go
     /// to standard error).
     pub fn run_json(&self, args: &[String]) -> anyhow::Result<Value> {

@@ -2,6 +2,7 @@
 //! [`libtorch`]) and drives `cargo` and the `ect` binary with the environment that finds it.
 
 mod bench;
+mod device_bench;
 mod ect;
 mod experiment;
 mod libtorch;

@@ -154,9 +154,8 @@ impl Feeder {
         }
         .map_err(|e| TrainError::external("reading a batch", e))?;
         debug_assert_eq!(b.n, self.micro_batch);
-        let images = Tensor::from_slice(&b.images)
+        let images = crate::transfer::upload(Tensor::from_slice(&b.images), device)
             .view([b.n as i64, b.c as i64, b.h as i64, b.w as i64])
-            .to_device(device)
             .to_kind(Kind::Float)
             / 127.5
             - 1.0;

@@ -8,7 +8,7 @@ use tch::{Device, Kind, Tensor};
 /// # Shapes
 /// output: [N, label_dim] f32.
 pub fn one_hot(classes: &[i64], label_dim: i64, device: Device) -> Tensor {
-    let idx = Tensor::from_slice(classes).to_device(device);
+    let idx = crate::transfer::upload(Tensor::from_slice(classes), device);
     idx.one_hot(label_dim).to_kind(Kind::Float)
 }
 

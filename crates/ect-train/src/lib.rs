@@ -15,7 +15,7 @@
 //! | [`flat`] | parameters and gradients as views of a few flat buffers |
 //! | [`parallel`] | joining a data-parallel run (c10d via `ect-dist`), agreement between ranks |
 //! | [`optim`], [`ema`], [`amp`] | RAdam/Adam, weight averages, mixed-precision loss scaling |
-//! | [`feeder`], [`labels`] | batches and labels as tensors from `ect-data`'s loader |
+//! | [`feeder`], [`labels`], [`transfer`] | batches and labels as tensors from `ect-data`'s loader; host-device copies |
 //! | [`sampler`], [`generate`], [`periodic_eval`] | samplers, `ect sample`, periodic FD |
 //! | [`checkpoint`], [`run_dir`], [`stats`], [`progress`], [`signals`] | what a run writes and shows |
 
@@ -46,6 +46,7 @@ pub mod session;
 pub mod signals;
 pub mod stats;
 pub mod trainer;
+pub mod transfer;
 
 pub use ect_config::TrainConfig;
 pub use generate::{sample, SampleSpec, SampleSummary, WeightsChoice};

@@ -122,6 +122,7 @@ const HARMLESS_CHANGES: &[&str] = &[
     "data.cache",
     "data.path",
     "distributed",
+    "backend",
 ];
 
 /// Continues a run from its latest checkpoint with the configuration recorded in the run directory, in
@@ -309,6 +310,23 @@ pub fn apply_threads(threads: usize) -> Result<()> {
         ));
     }
     tch::set_num_threads(threads as i32);
+    Ok(())
+}
+
+/// Applies the `[backend]` switches to libtorch's global context: cuDNN autotuning and TF32 in float32
+/// matmuls and convolutions. They are process-wide, so they are set once when a run starts; on a
+/// machine without CUDA they are set all the same (libtorch accepts them) and change nothing.
+pub fn apply_backend(backend: &ect_config::train::BackendConfig) -> Result<()> {
+    use ect_dist::context::{set_backend_flag, BackendFlag};
+    let flags = [
+        (BackendFlag::CudnnBenchmark, backend.cudnn_benchmark),
+        (BackendFlag::Tf32Matmul, backend.allow_tf32),
+        (BackendFlag::Tf32Cudnn, backend.allow_tf32),
+    ];
+    for (flag, value) in flags {
+        set_backend_flag(flag, value)
+            .map_err(|e| TrainError::external("applying the [backend] switches", e))?;
+    }
     Ok(())
 }
 

@@ -142,6 +142,7 @@ impl Trainer {
             world: dist.world_size(),
             global_batch: cfg.batch_size as usize,
         };
+        crate::session::apply_backend(&cfg.backend)?;
         rng::seed_torch(cfg.seed, 0, Stream::Init);
         let net = Network::new(&cfg.network, device)?;
         let sampler_net = Network::new(&cfg.network, device)?;
@@ -303,7 +304,7 @@ impl Trainer {
         self.grads
             .all_reduce(&self.opt, &mut loss_sum, &self.dist)?;
         // The one read-back of the step: whether to apply the update depends on it.
-        let loss = loss_sum.double_value(&[]);
+        let loss = crate::transfer::read_scalar(&loss_sum);
         self.state.step += 1;
         self.state.images_seen = self.feeder.images_seen();
         let outcome = self.apply_update(loss, lr)?;

@@ -11,6 +11,7 @@ mod info;
 mod launcher;
 mod metrics_cmd;
 mod parity_cmd;
+mod profile;
 mod torch_errors;
 mod train_cmd;
 

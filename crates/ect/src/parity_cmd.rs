@@ -23,6 +23,9 @@ pub struct ParityArgs {
     /// Largest accepted relative error `max|out - ref| / max|ref|` (finite, >= 0).
     #[arg(long, default_value_t = 1e-4, value_parser = parse_tolerance)]
     pub tol: f64,
+    /// Where the network runs: `cpu`, `cuda`, `cuda:N` or `auto`.
+    #[arg(long, default_value = "cpu")]
+    pub device: ect_config::DeviceSpec,
 }
 
 /// Accepts a finite, non-negative tolerance: NaN would let every comparison pass and a negative one
@@ -41,8 +44,10 @@ fn parse_tolerance(s: &str) -> Result<f64, String> {
 /// Prints both relative errors. Exits with status 1 above the tolerance and 2 when the check cannot
 /// run, so scripts can tell a numeric disagreement from a broken fixture.
 pub fn run(a: &ParityArgs) -> anyhow::Result<()> {
-    let report = match ect_unet::parity::check_fixture(&a.fixture)
-        .with_context(|| format!("checking {}", a.fixture.display()))
+    let report = match ect_train::device::resolve(a.device)
+        .map_err(anyhow::Error::from)
+        .and_then(|device| Ok(ect_unet::parity::check_fixture_on(&a.fixture, device)?))
+        .with_context(|| format!("checking {} on {}", a.fixture.display(), a.device))
     {
         Ok(r) => r,
         Err(e) => {

@@ -22,6 +22,18 @@ pub struct TrainArgs {
     pub set: Vec<String>,
     #[command(flatten)]
     pub run: RunFlags,
+    /// Profile this many steps with libtorch's profiler instead of training (after one warm-up step;
+    /// nothing is written to the run directory) and print where the time went.
+    #[arg(long, value_name = "STEPS")]
+    pub profile: Option<u64>,
+    /// The Chrome trace `--profile` writes (open it in https://ui.perfetto.dev or chrome://tracing).
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "ect-profile.json",
+        requires = "profile"
+    )]
+    pub profile_trace: PathBuf,
 }
 
 /// Options of `ect resume`.
@@ -133,6 +145,10 @@ pub fn train(a: &TrainArgs) -> anyhow::Result<u8> {
     }
     let opts = a.run.options();
     let cfg = TrainConfig::load(&a.config, &a.set)?;
+    if let Some(steps) = a.profile {
+        crate::profile::profile_steps(&cfg, steps, &a.profile_trace)?;
+        return Ok(0);
+    }
     let origin = a.config.display().to_string();
     let summary =
         ect_train::train(&cfg, &opts).with_context(|| format!("training with {origin}"))?;

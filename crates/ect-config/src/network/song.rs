@@ -175,11 +175,20 @@ impl SongUNetConfig {
         positive("channel_mult_emb", self.channel_mult_emb)?;
         positive("channel_mult_noise", self.channel_mult_noise)?;
         super::checks::non_negative("augment_dim", self.augment_dim)?;
-        if self.model_channels * self.channel_mult_noise % 2 != 0 {
-            return Err(NetworkConfigError::config(
-                "channel_mult_noise",
-                "model_channels * channel_mult_noise must be even",
-            ));
+        match self.model_channels.checked_mul(self.channel_mult_noise) {
+            Some(n) if n % 2 == 0 => {}
+            Some(_) => {
+                return Err(NetworkConfigError::config(
+                    "channel_mult_noise",
+                    "model_channels * channel_mult_noise must be even",
+                ))
+            }
+            None => {
+                return Err(NetworkConfigError::config(
+                    "channel_mult_noise",
+                    "model_channels * channel_mult_noise does not fit in 64 bits",
+                ))
+            }
         }
         filter("resample_filter", &self.resample_filter)?;
         probability("dropout", self.dropout)?;

@@ -1,6 +1,7 @@
 //! The one typed training configuration (TOML in, JSON in a run directory), with validation whose
 //! messages name the field. Every default is the ECT CIFAR-10 recipe of the public code (docs/method.md §6).
 
+pub mod backend;
 pub mod data;
 pub mod distributed;
 pub mod ema;
@@ -21,6 +22,7 @@ use crate::device::DeviceSpec;
 use crate::error::{ConfigError, Result};
 use crate::network::ValidNetworkConfig;
 
+pub use backend::BackendConfig;
 pub use data::DataConfig;
 pub use distributed::DistributedConfig;
 pub use ema::EmaConfig;
@@ -89,6 +91,8 @@ pub struct TrainConfig {
     pub eval: EvalConfig,
     /// Data-parallel runs: how long ranks wait for each other.
     pub distributed: DistributedConfig,
+    /// libtorch switches: cuDNN autotuning (on) and TF32 (off), applied once at the start of a run.
+    pub backend: BackendConfig,
 }
 
 impl Default for TrainConfig {
@@ -113,6 +117,7 @@ impl Default for TrainConfig {
             precision: Precision::Fp32,
             loss_scale: LossScaleConfig::default(),
             distributed: DistributedConfig::default(),
+            backend: BackendConfig::default(),
         }
     }
 }

@@ -181,3 +181,24 @@ fn mixed_precision_is_cuda_only_and_its_scaler_is_validated() {
         TrainConfig::from_toml_str(MINIMAL, "<test>", &["loss_scale.backoff_factor=2.0".into()]);
     assert!(err_text(bad).contains("loss_scale.backoff_factor"));
 }
+
+#[test]
+fn backend_switches_default_to_the_reference_and_parse() {
+    let cfg = TrainConfig::from_toml_str(MINIMAL, "<test>", &[]).unwrap();
+    // The reference's training loop: cudnn.benchmark = True, enable_tf32 = False.
+    assert!(cfg.backend.cudnn_benchmark);
+    assert!(!cfg.backend.allow_tf32);
+    let sets = [
+        "backend.allow_tf32=true".to_owned(),
+        "backend.cudnn_benchmark=false".to_owned(),
+    ];
+    let cfg = TrainConfig::from_toml_str(MINIMAL, "<test>", &sets).unwrap();
+    assert!(cfg.backend.allow_tf32 && !cfg.backend.cudnn_benchmark);
+    // A run directory's config.json written before `[backend]` existed still reads.
+    let mut json: serde_json::Value = serde_json::to_value(&cfg).unwrap();
+    json.as_object_mut().unwrap().remove("backend");
+    let old = TrainConfig::from_json_str(&json.to_string(), "<old run>").unwrap();
+    assert!(old.backend.cudnn_benchmark && !old.backend.allow_tf32);
+    let bad = format!("{MINIMAL}\n[backend]\ntf32 = true\n");
+    assert!(err_text(TrainConfig::from_toml_str(&bad, "<test>", &[])).contains("tf32"));
+}

@@ -5,11 +5,11 @@ use tch::{Kind, Tensor};
 
 use crate::denoiser::{Denoiser, Pass};
 
-/// A `[N]` f32 tensor on `like`'s device from f64 values.
+/// A `[N]` f32 tensor on `like`'s device from f64 values (converted on the host, so the copy carries
+/// f32 and, on CUDA, does not block: see [`crate::transfer::upload`]).
 pub(crate) fn vec_tensor(values: &[f64], like: &Tensor) -> Tensor {
-    Tensor::from_slice(values)
-        .to_kind(Kind::Float)
-        .to_device(like.device())
+    let host: Vec<f32> = values.iter().map(|&v| v as f32).collect();
+    crate::transfer::upload(Tensor::from_slice(&host), like.device())
 }
 
 /// Broadcasts a `[N]` tensor against `[N, C, H, W]`.

@@ -1,16 +1,27 @@
-//! Training-step throughput of ECT, EDM and iCT (full loop: data, EMA, logging included) on synthetic
-//! data, for the Fashion-MNIST-sized small SongUNet (28x28x1, 32 channels, mult [1, 2, 2], 2 blocks,
-//! attention at 14: 1.75M parameters, batch 64) and the CIFAR-10 networks DDPM++ and NCSN++ (32x32x3,
-//! 56M parameters, batch 8 by default). Ignored by default (minutes on CPU):
-//! `cargo xtask cargo test -p ect-train --release --test bench_steps -- --ignored --nocapture`
+//! Training-step throughput of ECT, EDM and iCT on synthetic data, for the Fashion-MNIST-sized small
+//! SongUNet (28x28x1, 32 channels, mult [1, 2, 2], 2 blocks, attention at 14: 1.75M parameters, batch
+//! 64) and the CIFAR-10 networks DDPM++ and NCSN++ (32x32x3, 56M parameters, batch 8 by default).
+//!
+//! Each figure is what `ect train` does per step: [`Trainer::step`] (data, micro-batches, the objective's
+//! loss, backward, the gradient path, optimizer and EMA) timed by the wall clock over `ECT_BENCH_STEPS`
+//! steps after a warm-up, with no logging, sampling or checkpoints between them. Every measured step
+//! must apply its update: a skipped step (non-finite loss) does no backward work in the optimizer and
+//! EMA and would make the figure meaningless, so the benchmark fails on one.
+//!
+//! Ignored by default (minutes on CPU):
+//! `cargo xtask cargo test -p ect-train --release --test it bench_steps -- --ignored --nocapture`
 //! Environment: `ECT_BENCH_NETS` (comma-separated from `fmnist,ddpmpp,ncsnpp`; default `fmnist`),
-//! `ECT_BENCH_DEVICE=cuda` to run on a GPU, `ECT_BENCH_STEPS` (measured steps), `ECT_BENCH_BATCH` (the
-//! CIFAR networks' batch), `ECT_BENCH_THREADS` (libtorch's CPU threads).
+//! `ECT_BENCH_OBJECTIVES` (default `ect,edm,ict`), `ECT_BENCH_DEVICE=cuda` to run on a GPU,
+//! `ECT_BENCH_STEPS` (measured steps, default 10), `ECT_BENCH_WARMUP` (default 2), `ECT_BENCH_BATCH`
+//! (the CIFAR networks' batch), `ECT_BENCH_THREADS` (libtorch's CPU threads; 1 on a busy machine).
 
 use std::path::Path;
 
+use std::time::Instant;
+
 use ect_config::TrainConfig;
-use ect_train::{train, RunOptions};
+use ect_train::stats::{StepOutcome, StepReport};
+use ect_train::trainer::Trainer;
 
 fn write_idx(dir: &Path, n: usize) {
     std::fs::create_dir_all(dir).unwrap();
@@ -80,87 +91,76 @@ fn network(name: &str, cifar_batch: u64) -> (&'static str, u64, String) {
 fn step_throughput() {
     let _torch = crate::torch();
     let device = std::env::var("ECT_BENCH_DEVICE").unwrap_or_else(|_| "cpu".into());
-    let steps: u64 = env_or("ECT_BENCH_STEPS", 20);
+    let steps: u64 = env_or("ECT_BENCH_STEPS", 10);
+    let warmup: u64 = env_or("ECT_BENCH_WARMUP", 2);
     let threads: usize = env_or("ECT_BENCH_THREADS", 0);
     let cifar_batch: u64 = env_or("ECT_BENCH_BATCH", 8);
     let nets = std::env::var("ECT_BENCH_NETS").unwrap_or_else(|_| "fmnist".into());
+    let objectives = std::env::var("ECT_BENCH_OBJECTIVES").unwrap_or_else(|_| "ect,edm,ict".into());
     let tmp = tempfile::tempdir().unwrap();
     write_idx(&tmp.path().join("idx"), 512);
     write_pngs(&tmp.path().join("folder"), 64);
-    println!("| network | objective | device | batch | images/s | data wait | peak RSS MiB |");
-    println!("|---|---|---|---|---|---|---|");
+    println!("| network | objective | device | batch | images/s | s/step | data wait | mean loss | peak RSS MiB |");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for net in nets.split(',') {
         let (format, batch, table) = network(net.trim(), cifar_batch);
-        for objective in ["ect", "edm", "ict"] {
+        for objective in objectives.split(',').map(str::trim) {
             let run = tmp.path().join(format!("{net}-{objective}"));
+            // EDM pretraining runs Adam (configs/fmnist-quick.toml, EDM's recipe). The ECT default,
+            // RAdam, updates by momentum SGD without the adaptive scaling for its first steps; on
+            // EDM's large from-scratch gradients that sends DDPM++ to NaN at step 6, and a skipped
+            // step is no measurement.
+            let optimizer = if objective == "edm" {
+                "[optimizer]\nkind = \"adam\"\n"
+            } else {
+                ""
+            };
             let text = format!(
-                "seed = 0\ndevice = \"{device}\"\nthreads = {threads}\niterations = 3\nbatch_size = {batch}\n\
-                 [data]\npath = \"{data}\"\nformat = \"{format}\"\n[network]\n{table}\
-                 [objective]\nkind = \"{objective}\"\n[schedule]\nq = 256.0\n\
-                 [output]\nrun_dir = \"{run}\"\ncheckpoint_every = 0\nsample_every = 0\nlog_every = 3\n",
+                "seed = 0\ndevice = \"{device}\"\nthreads = {threads}\niterations = {total}\n\
+                 batch_size = {batch}\n[data]\npath = \"{data}\"\nformat = \"{format}\"\n\
+                 [network]\n{table}[objective]\nkind = \"{objective}\"\n[schedule]\nq = 256.0\n\
+                 {optimizer}[output]\nrun_dir = \"{run}\"\ncheckpoint_every = 0\nsample_every = 0\n",
+                total = warmup + steps,
                 data = tmp.path().join(format).display(),
                 run = run.display(),
             );
             let cfg = TrainConfig::from_toml_str(&text, "<bench>", &[]).unwrap();
-            let quiet = RunOptions {
-                quiet: true,
-                ..Default::default()
-            };
-            // A 3-step warm-up, then one logging interval of `steps` steps is measured.
-            train(&cfg, &quiet).unwrap();
-            let mut resumed = ect_train::run_dir::read_config(&run).unwrap();
-            resumed.output.log_every = steps;
-            std::fs::write(
-                run.join("config.json"),
-                serde_json::to_vec_pretty(&resumed).unwrap(),
-            )
-            .unwrap();
-            let s = ect_train::resume(
-                &run,
-                &ect_train::ResumeOptions {
-                    iterations: Some(steps + 3),
-                    ..Default::default()
-                },
-                &quiet,
-            )
-            .unwrap();
-            assert_eq!(s.steps, steps + 3);
-            let stats = std::fs::read_to_string(run.join("stats.jsonl")).unwrap();
-            let last: serde_json::Value =
-                serde_json::from_str(stats.lines().last().unwrap()).unwrap();
-            println!(
-                "| {net} | {objective} | {device} | {batch} | {:.2} | {:.2}% | {:.0} |",
-                last["images_per_sec"].as_f64().unwrap(),
-                100.0 * last["data_wait_fraction"].as_f64().unwrap(),
-                last["peak_rss_mib"].as_f64().unwrap_or(f64::NAN)
-            );
-            if objective == "edm" && net == "fmnist" {
-                raw_network_throughput(&cfg, steps);
+            std::fs::create_dir_all(&run).unwrap();
+            let mut trainer = Trainer::new(cfg, run, None).unwrap();
+            for _ in 0..warmup {
+                applied(trainer.step().unwrap());
             }
+            let (mut wait, mut loss) = (0.0, 0.0);
+            let start = Instant::now();
+            for _ in 0..steps {
+                let report = applied(trainer.step().unwrap());
+                wait += report.data_wait;
+                loss += report.loss;
+            }
+            let secs = start.elapsed().as_secs_f64();
+            println!(
+                "| {net} | {objective} | {device} | {batch} | {:.2} | {:.2} | {:.2}% | {:.4} | {:.0} |",
+                (steps * batch) as f64 / secs,
+                secs / steps as f64,
+                100.0 * wait / secs,
+                loss / steps as f64,
+                ect_train::stats::peak_rss_mib().unwrap_or(f64::NAN)
+            );
         }
     }
 }
 
-/// The network alone: one training forward and backward at batch 64, no loop around it, to separate the
-/// network's cost from the loop's.
-fn raw_network_throughput(cfg: &TrainConfig, steps: u64) {
-    use ect_train::denoiser::{Denoiser, Pass};
-    use tch::{Kind, Tensor};
-    let device = ect_train::device::resolve(cfg.device).unwrap();
-    let net = ect_train::net::Network::new(&cfg.network, device).unwrap();
-    let x = Tensor::randn([64, 1, 28, 28], (Kind::Float, device));
-    let sigma = Tensor::ones([64], (Kind::Float, device));
-    let start = std::time::Instant::now();
-    for _ in 0..steps {
-        let y = net.denoise(&x, &sigma, None, Pass::Train);
-        y.square().mean(Kind::Float).backward();
-    }
-    let secs = start.elapsed().as_secs_f64();
-    println!(
-        "| network fwd+bwd only | {} | 64 | {:.1} | - | - |",
-        cfg.device,
-        (64 * steps) as f64 / secs
+/// The report of a step that applied its update (the benchmark measures nothing else).
+fn applied(report: StepReport) -> StepReport {
+    assert_eq!(
+        report.outcome,
+        StepOutcome::Applied,
+        "step {} was not applied (loss {}): the benchmark would time a step without its update",
+        report.step,
+        report.loss
     );
+    assert!(report.loss.is_finite());
+    report
 }
 
 /// The end-to-end test's tiny network (8x8, 8 channels) at micro-batch 8: loop vs network alone.

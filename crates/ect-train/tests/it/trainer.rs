@@ -213,3 +213,64 @@ fn the_network_config_is_validated_once_per_run() {
     .unwrap();
     assert_eq!(counts, (1, 1), "(after parsing, after training)");
 }
+
+/// A step reads the device back to the host once, however many micro-batches it has: the loss
+/// accumulates on the device and one read decides whether the update is applied. The counter is
+/// `ect_train::transfer`'s; the source check below holds the step's code to reading through it.
+#[test]
+fn one_host_read_per_step_with_four_micro_batches() {
+    let _torch = crate::torch();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_idx(&data);
+    let run = tmp.path().join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    let mut cfg = config(&data, &run);
+    cfg.micro_batch = 2;
+    assert_eq!(cfg.batch_size / cfg.micro_batch_size(), 4);
+    let mut trainer = Trainer::new(cfg, run, None).unwrap();
+    for step in 1..=3 {
+        let before = ect_train::transfer::host_reads();
+        let report = trainer.step().unwrap();
+        assert_eq!(report.outcome, StepOutcome::Applied);
+        assert_eq!(
+            ect_train::transfer::host_reads() - before,
+            1,
+            "host reads in step {step}"
+        );
+    }
+}
+
+/// The step's code (trainer, objectives) reads tensors back to the host only through
+/// `transfer::read_scalar`, which the test above counts: any other read would be a hidden
+/// synchronisation with the device per micro-batch.
+#[test]
+fn the_step_reads_the_device_only_through_the_counted_read() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = vec![src.join("trainer.rs"), src.join("feeder.rs")];
+    for entry in std::fs::read_dir(src.join("objective")).unwrap() {
+        files.push(entry.unwrap().path());
+    }
+    let reads = [
+        "double_value(",
+        "int64_value(",
+        "f64::try_from",
+        "f32::try_from",
+        "Vec::<f32>::try_from",
+        "Vec::<f64>::try_from",
+        "to_device(Device::Cpu)",
+        "copy_data",
+    ];
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        // Unit tests at the end of a file may read what they like.
+        let code = text.split("#[cfg(test)]").next().unwrap();
+        for read in reads {
+            assert!(
+                !code.contains(read),
+                "{} reads the device with `{read}`; use ect_train::transfer::read_scalar",
+                file.display()
+            );
+        }
+    }
+}

@@ -7,6 +7,7 @@ mod cli_hardening;
 mod cli_info;
 mod cli_metrics;
 mod cli_parity;
+mod cli_profile;
 mod cli_train;
 mod common;
 mod convert;

@@ -1,0 +1,160 @@
+//! `ect train --profile N`: libtorch's profiler over `N` training steps of a configuration, written as a
+//! Chrome trace, with a table of where the time went.
+//!
+//! The steps are [`Trainer::step`]'s, exactly as `ect train` runs them, after one unprofiled warm-up
+//! step (first-call allocations and oneDNN's kernel selection would otherwise dominate). Nothing is
+//! written to the run directory: the trainer is built over a temporary one.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use ect_config::TrainConfig;
+use ect_dist::context::{Profiler, ProfilerOptions};
+use ect_train::trainer::Trainer;
+use serde_json::Value;
+
+/// One operator's share of a trace.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpTime {
+    /// The operator (`aten::convolution_backward`, ...).
+    pub name: String,
+    /// Calls.
+    pub calls: u64,
+    /// Time inside the operator but outside the operators it called, microseconds.
+    pub self_us: f64,
+}
+
+/// Profiles `steps` steps of `cfg` (after one warm-up step), writes the Chrome trace to `trace` and
+/// prints the operators with the most self time and the steps' images/s.
+pub fn profile_steps(cfg: &TrainConfig, steps: u64, trace: &Path) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        steps > 0,
+        "--profile: give the number of steps to profile (> 0)"
+    );
+    let tmp = std::env::temp_dir().join(format!("ect-profile-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    let result = profile_in(cfg, steps, trace, &tmp);
+    let _ = std::fs::remove_dir_all(&tmp);
+    result
+}
+
+fn profile_in(cfg: &TrainConfig, steps: u64, trace: &Path, run_dir: &Path) -> anyhow::Result<()> {
+    let mut cfg = cfg.clone();
+    cfg.iterations = cfg.iterations.max(steps + 1);
+    cfg.output.run_dir = PathBuf::from(run_dir);
+    let batch = cfg.batch_size;
+    let mut trainer = Trainer::new(cfg, run_dir.to_path_buf(), None)?;
+    trainer.step()?;
+    let options = ProfilerOptions {
+        cuda: trainer.network().vs.device().is_cuda(),
+        record_shapes: true,
+        ..Default::default()
+    };
+    let profiler = Profiler::start(options)?;
+    let started = std::time::Instant::now();
+    for _ in 0..steps {
+        trainer.step()?;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    profiler.finish(trace)?;
+    let text = std::fs::read_to_string(trace)
+        .with_context(|| format!("reading the trace {}", trace.display()))?;
+    let ops = self_times(&serde_json::from_str(&text).context("parsing the trace")?);
+    let total: f64 = ops.iter().map(|o| o.self_us).sum();
+    eprintln!(
+        "profiled {steps} step(s): {:.2} s/step, {:.2} images/s (with the profiler's overhead); trace {}",
+        seconds / steps as f64,
+        (steps * batch) as f64 / seconds,
+        trace.display()
+    );
+    eprintln!("| operator | calls/step | self ms/step | share |");
+    eprintln!("|---|---|---|---|");
+    for op in ops.iter().take(25) {
+        eprintln!(
+            "| {} | {} | {:.1} | {:.1}% |",
+            op.name,
+            op.calls / steps,
+            op.self_us / 1e3 / steps as f64,
+            100.0 * op.self_us / total
+        );
+    }
+    Ok(())
+}
+
+/// Self time per operator of a Chrome trace (Kineto's `cpu_op` events), largest first: each event's
+/// duration less the durations of the events nested directly inside it on the same thread.
+pub fn self_times(trace: &Value) -> Vec<OpTime> {
+    /// `(start, duration, name)` of one event.
+    type Event<'a> = (f64, f64, &'a str);
+    let mut by_thread: HashMap<(String, String), Vec<Event<'_>>> = HashMap::new();
+    for e in trace["traceEvents"].as_array().into_iter().flatten() {
+        if e["ph"] != "X" || e["cat"] != "cpu_op" {
+            continue;
+        }
+        let (Some(ts), Some(dur), Some(name)) =
+            (e["ts"].as_f64(), e["dur"].as_f64(), e["name"].as_str())
+        else {
+            continue;
+        };
+        let key = (e["pid"].to_string(), e["tid"].to_string());
+        by_thread.entry(key).or_default().push((ts, dur, name));
+    }
+    let mut ops: HashMap<&str, (u64, f64)> = HashMap::new();
+    for events in by_thread.values_mut() {
+        // Parents first: earlier start, and the longer event when two start together.
+        events.sort_by(|a, b| a.0.total_cmp(&b.0).then(b.1.total_cmp(&a.1)));
+        // Open events: (end, index into `events`); self time starts as the full duration.
+        let mut open: Vec<(f64, usize)> = Vec::new();
+        let mut self_us: Vec<f64> = events.iter().map(|e| e.1).collect();
+        for (i, &(ts, dur, _)) in events.iter().enumerate() {
+            while open.last().is_some_and(|&(end, _)| end <= ts) {
+                open.pop();
+            }
+            if let Some(&(_, parent)) = open.last() {
+                self_us[parent] -= dur;
+            }
+            open.push((ts + dur, i));
+        }
+        for (e, s) in events.iter().zip(self_us) {
+            let entry = ops.entry(e.2).or_default();
+            entry.0 += 1;
+            entry.1 += s.max(0.0);
+        }
+    }
+    let mut out: Vec<OpTime> = ops
+        .into_iter()
+        .map(|(name, (calls, self_us))| OpTime {
+            name: name.to_owned(),
+            calls,
+            self_us,
+        })
+        .collect();
+    out.sort_by(|a, b| b.self_us.total_cmp(&a.self_us).then(a.name.cmp(&b.name)));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn self_time_subtracts_direct_children_per_thread() {
+        let trace = serde_json::json!({"traceEvents": [
+            {"ph": "X", "cat": "cpu_op", "name": "outer", "ts": 0.0, "dur": 100.0, "pid": 1, "tid": 1},
+            {"ph": "X", "cat": "cpu_op", "name": "inner", "ts": 10.0, "dur": 30.0, "pid": 1, "tid": 1},
+            {"ph": "X", "cat": "cpu_op", "name": "leaf", "ts": 15.0, "dur": 5.0, "pid": 1, "tid": 1},
+            {"ph": "X", "cat": "cpu_op", "name": "inner", "ts": 50.0, "dur": 20.0, "pid": 1, "tid": 1},
+            // Another thread overlapping in time is not a child.
+            {"ph": "X", "cat": "cpu_op", "name": "leaf", "ts": 20.0, "dur": 7.0, "pid": 1, "tid": 2},
+            {"ph": "X", "cat": "kernel", "name": "ignored", "ts": 0.0, "dur": 1000.0, "pid": 1, "tid": 1},
+        ]});
+        let ops = self_times(&trace);
+        let get = |n: &str| ops.iter().find(|o| o.name == n).unwrap().clone();
+        assert_eq!((get("outer").calls, get("outer").self_us), (1, 50.0));
+        assert_eq!((get("inner").calls, get("inner").self_us), (2, 45.0));
+        assert_eq!((get("leaf").calls, get("leaf").self_us), (2, 12.0));
+        assert_eq!(ops[0].name, "outer");
+        assert!(ops.iter().all(|o| o.name != "ignored"));
+    }
+}
