@@ -3,7 +3,7 @@
 //!
 //! The run is data-parallel in the way of PyTorch's DDP: every rank holds the whole model, reads its
 //! shard of each global batch ([`crate::feeder::Shard`]), and the gradients are summed over the ranks in
-//! the gradient path ([`crate::grad`]); rank 0 alone writes files (DESIGN.md: one writer).
+//! the gradient path ([`crate::grad`]); rank 0 alone writes files: one writer per run directory.
 
 use std::time::Duration;
 
