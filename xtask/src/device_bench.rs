@@ -1,6 +1,7 @@
 //! `cargo xtask bench --device cpu|cuda`: one table that says how a machine runs the project: `ect info`,
 //! parity of every network fixture on the device, training-step images/s of the ECT, EDM and iCT
-//! objectives (float32, and float16 with loss scaling on CUDA), and 1-step sampling images/s.
+//! objectives (float32, bfloat16 autocast, and float16 with loss scaling on CUDA), and 1-step sampling
+//! images/s.
 //!
 //! Everything runs through the `ect` binary (xtask links no torch): each step figure is an `ect train`
 //! run on synthetic images whose second logging interval is read from `stats.jsonl` (the first one is
@@ -9,8 +10,8 @@
 //! (DDPM++ at batch 128, EDM2-S at batch 32); the CPU one is small enough for CI (a few minutes).
 //!
 //! Not measured: peak GPU memory (neither tch nor the project's shim binds libtorch's CUDA allocator
-//! statistics; the table gives the host's peak resident memory), bfloat16 (no `precision = "bf16"` yet)
-//! and all-reduce time (no data-parallel training yet).
+//! statistics; the table gives the host's peak resident memory) and all-reduce time (measured by
+//! `ect-dist`'s own check, see its README).
 
 use crate::ect::{args, p, Ect};
 use crate::libtorch;
@@ -79,7 +80,7 @@ fn plan(cuda: bool) -> Plan {
                     batch: 32,
                 },
             ],
-            precisions: vec!["fp32", "fp16"],
+            precisions: vec!["fp32", "bf16", "fp16"],
             interval: 10,
             sample_n: 1024,
         }
@@ -103,7 +104,7 @@ fn plan(cuda: bool) -> Plan {
                     batch: 8,
                 },
             ],
-            precisions: vec!["fp32"],
+            precisions: vec!["fp32", "bf16"],
             interval: 2,
             sample_n: 64,
         }
@@ -199,8 +200,8 @@ fn run_in(device: &str, cuda: bool, ect: &Ect, tmp: &Path) -> anyhow::Result<Str
     writeln!(
         out,
         "\nStep figures: second logging interval of {} steps after {} warm-up steps (data, EMA and \
-         logging included). Peak GPU memory is not measured (the table gives host memory). bf16: \
-         not available (`precision` has fp32 and fp16 only). All-reduce: no data-parallel training yet.",
+         logging included). Peak GPU memory is not measured (the table gives host memory). All-reduce: \
+         see crates/ect-dist/README.md (ect-dist-check).",
         plan.interval, plan.interval
     )?;
     Ok(out)
