@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use tch::Tensor;
 
-use crate::common::{ect, tmp, write_idx};
+use crate::common::{self, ect, run_within};
 
 const CONFIG: &str = r#"
 seed = 3
@@ -48,51 +48,14 @@ timeout_s = 20
 
 /// A scratch folder with the dataset and the config; returns (folder, config path).
 fn setup(name: &str) -> (PathBuf, PathBuf) {
-    let dir = tmp(name);
-    write_idx(
-        &dir,
-        "train",
-        (40, 8, 8),
-        |i, p| ((p * 37 + i * 11) % 256) as u8,
-        |i| (i % 2) as u8,
-    );
-    let cfg = dir.join("ddp.toml");
-    std::fs::write(&cfg, CONFIG).unwrap();
-    (dir, cfg)
+    common::idx_run_setup(name, 40, "ddp.toml", CONFIG)
 }
 
 /// `ect train` of the config into `run` with extra arguments.
 fn train(dir: &Path, cfg: &Path, run: &Path, extra: &[&str]) -> Command {
-    let mut cmd = ect();
-    cmd.args(["train", "--quiet", "--config"])
-        .arg(cfg)
-        .arg("--set")
-        .arg(format!("data.path=\"{}\"", dir.display()))
-        .arg("--set")
-        .arg(format!("output.run_dir=\"{}\"", run.display()))
-        .args(extra);
+    let mut cmd = common::train_command(dir, cfg, run);
+    cmd.args(extra);
     cmd
-}
-
-/// Runs `cmd` with a deadline (a hang fails the test instead of blocking it).
-fn run_bounded(cmd: &mut Command, limit: Duration) -> Output {
-    let child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    let deadline = Instant::now() + limit;
-    let waiter = std::thread::spawn(move || child.wait_with_output().unwrap());
-    while !waiter.is_finished() {
-        if Instant::now() > deadline {
-            // SAFETY: plain system call on our own child.
-            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-            panic!("command did not finish within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    waiter.join().unwrap()
 }
 
 fn ok(out: &Output) {
@@ -141,11 +104,8 @@ const LIMIT: Duration = Duration::from_secs(120);
 fn two_processes_train_the_weights_of_one() {
     let (dir, cfg) = setup("ddp-equal");
     let (one, two) = (dir.join("one"), dir.join("two"));
-    ok(&run_bounded(&mut train(&dir, &cfg, &one, &[]), LIMIT));
-    let out = run_bounded(
-        &mut train(&dir, &cfg, &two, &["--nproc-per-node", "2"]),
-        LIMIT,
-    );
+    ok(&run_within(train(&dir, &cfg, &one, &[]), LIMIT));
+    let out = run_within(train(&dir, &cfg, &two, &["--nproc-per-node", "2"]), LIMIT);
     ok(&out);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(stdout.lines().count(), 1, "rank 0 alone prints: {stdout}");
@@ -183,10 +143,7 @@ fn resume_changes_the_number_of_processes_both_ways() {
     let (dir, cfg) = setup("ddp-resume");
     let six = ["--set", "iterations=6"];
     let reference = dir.join("ref");
-    ok(&run_bounded(
-        &mut train(&dir, &cfg, &reference, &six),
-        LIMIT,
-    ));
+    ok(&run_within(train(&dir, &cfg, &reference, &six), LIMIT));
     for (first, second, name) in [(2, 1, "2to1"), (1, 2, "1to2")] {
         let run = dir.join(name);
         let nproc = |n: i32| -> Vec<String> {
@@ -200,7 +157,7 @@ fn resume_changes_the_number_of_processes_both_ways() {
         args.extend(["--stop-at-step".into(), "3".into()]);
         args.extend(nproc(first));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let out = run_bounded(&mut train(&dir, &cfg, &run, &args), LIMIT);
+        let out = run_within(train(&dir, &cfg, &run, &args), LIMIT);
         assert_eq!(
             out.status.code(),
             Some(3),
@@ -213,7 +170,7 @@ fn resume_changes_the_number_of_processes_both_ways() {
             .args(["resume", "--quiet"])
             .arg(&run)
             .args(nproc(second));
-        ok(&run_bounded(&mut resume, LIMIT));
+        ok(&run_within(resume, LIMIT));
         let ckpt = latest(&run);
         assert_eq!(step_of(&ckpt), 6);
         let rel = max_rel_diff(
@@ -348,7 +305,7 @@ fn a_killed_rank_ends_the_other_with_an_error_naming_it() {
         .args(["resume", "--quiet", "--iterations"])
         .arg((step + 2).to_string())
         .arg(&run);
-    ok(&run_bounded(&mut resume, LIMIT));
+    ok(&run_within(resume, LIMIT));
     assert_eq!(step_of(&latest(&run)), step + 2);
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::common;
 
-use common::{ect, last_json_line, tmp, write_idx};
+use common::{ect, last_json_line, run_within, wait_within};
 
 const CONFIG: &str = r#"
 seed = 1
@@ -41,60 +41,16 @@ keep_last = 1
 
 /// A scratch folder with a 32-image 8x8 IDX dataset and the config above.
 fn setup(name: &str) -> (PathBuf, PathBuf) {
-    let dir = tmp(name);
-    write_idx(
-        &dir,
-        "train",
-        (32, 8, 8),
-        |i, p| ((p * 37 + i * 11) % 256) as u8,
-        |i| (i % 2) as u8,
-    );
-    let cfg = dir.join("tiny.toml");
-    std::fs::write(&cfg, CONFIG).unwrap();
-    (dir, cfg)
+    common::idx_run_setup(name, 32, "tiny.toml", CONFIG)
 }
 
 /// `ect train` of the tiny config into `run`, with extra `--set`s.
 fn train(dir: &Path, cfg: &Path, run: &Path, sets: &[&str]) -> Command {
-    let mut cmd = ect();
-    cmd.args(["train", "--quiet", "--config"])
-        .arg(cfg)
-        .arg("--set")
-        .arg(format!("data.path=\"{}\"", dir.display()))
-        .arg("--set")
-        .arg(format!("output.run_dir=\"{}\"", run.display()));
+    let mut cmd = common::train_command(dir, cfg, run);
     for s in sets {
         cmd.arg("--set").arg(s);
     }
     cmd
-}
-
-/// Runs `cmd`, killing it after `limit`; the test fails on a timeout.
-fn run_within(mut cmd: Command, limit: Duration) -> Output {
-    let child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_within(child, limit)
-}
-
-fn wait_within(mut child: Child, limit: Duration) -> Output {
-    let start = Instant::now();
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            return child.wait_with_output().unwrap();
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "no answer within {limit:?}; stderr: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// A clean refusal: exit status 1 (not a panic's 101 or a signal) and stderr naming `needle`, without

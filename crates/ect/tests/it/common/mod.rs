@@ -3,7 +3,8 @@
 #![allow(dead_code)] // each test file uses a different subset
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 /// The `ect` binary, run without `LD_LIBRARY_PATH` (the rpath must suffice) and without backtraces.
 pub fn ect() -> Command {
@@ -92,3 +93,63 @@ keep_last = 2
 [experiment]
 name = "ignored by ect train"
 "#;
+
+/// A scratch folder `name` holding an `n`-image 8x8 two-class IDX training set and `config` written to
+/// `file`; returns (folder, config path). Runs give the folder as `data.path`.
+pub fn idx_run_setup(name: &str, n: u32, file: &str, config: &str) -> (PathBuf, PathBuf) {
+    let dir = tmp(name);
+    write_idx(
+        &dir,
+        "train",
+        (n, 8, 8),
+        |i, p| ((p * 37 + i * 11) % 256) as u8,
+        |i| (i % 2) as u8,
+    );
+    let cfg = dir.join(file);
+    std::fs::write(&cfg, config).unwrap();
+    (dir, cfg)
+}
+
+/// `ect train --quiet --config cfg` on the dataset in `dir`, into `run`.
+pub fn train_command(dir: &Path, cfg: &Path, run: &Path) -> Command {
+    let mut cmd = ect();
+    cmd.args(["train", "--quiet", "--config"])
+        .arg(cfg)
+        .arg("--set")
+        .arg(format!("data.path=\"{}\"", dir.display()))
+        .arg("--set")
+        .arg(format!("output.run_dir=\"{}\"", run.display()));
+    cmd
+}
+
+/// Runs `cmd` with its output captured, killing it after `limit`: a hang fails the test instead of
+/// blocking it.
+pub fn run_within(mut cmd: Command, limit: Duration) -> Output {
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_within(child, limit)
+}
+
+/// Waits for `child` (its output piped), killing it after `limit` and failing with its stderr. The
+/// output is read while waiting, so a chatty child cannot block on a full pipe.
+pub fn wait_within(child: Child, limit: Duration) -> Output {
+    let pid = child.id();
+    let start = Instant::now();
+    let waiter = std::thread::spawn(move || child.wait_with_output().unwrap());
+    while !waiter.is_finished() {
+        if start.elapsed() > limit {
+            // SAFETY: a plain system call on our own child.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            let out = waiter.join().unwrap();
+            panic!(
+                "no answer within {limit:?}; stderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    waiter.join().unwrap()
+}
