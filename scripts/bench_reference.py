@@ -7,7 +7,11 @@ ship): `training/networks.py` (ECMPrecond + SongUNet) and `training/loss.py` (EC
 `torch_utils` package beside them.
 
     git clone https://github.com/locuslab/ect /path/to/ect
-    python scripts/bench_reference.py --ect-repo /path/to/ect --net ddpmpp --objective ect --batch 8
+    .venv/bin/python -m pip install numpy      # their networks.py imports numpy
+    .venv/bin/python scripts/bench_reference.py --ect-repo /path/to/ect --net ddpmpp --objective ect --batch 8
+
+`cargo xtask bench --reference /path/to/ect` runs this script and the project's step benchmark alternately
+and prints medians and ratios.
 
 What one step is here: random images in [-1, 1] (no data loading), the network and loss in training mode,
 `loss.sum() / batch` backward (the reference training loop's reduction), and a torch optimizer step
@@ -94,6 +98,8 @@ def main():
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
+    if args.steps < 1 or args.warmup < 0:
+        ap.error("--steps must be at least 1 and --warmup at least 0")
 
     repo = os.path.abspath(args.ect_repo)
     if not os.path.isfile(os.path.join(repo, "training", "networks.py")):

@@ -24,6 +24,36 @@ pub struct BenchArgs {
     /// With `--device`: use this `ect` binary instead of building it (release).
     #[arg(long, value_name = "PATH", requires = "device")]
     pub ect_bin: Option<PathBuf>,
+    /// Instead of the criterion benches: the project's training steps against the authors' code, back to
+    /// back, from this clone of https://github.com/locuslab/ect (see `scripts/bench_reference.py`).
+    #[arg(long, value_name = "ECT_CLONE", conflicts_with_all = ["crates", "report_only", "device"])]
+    pub reference: Option<PathBuf>,
+    /// With `--reference`: the Python that runs the authors' code (needs torch and numpy; default: the
+    /// project's `.venv/bin/python`).
+    #[arg(long, value_name = "PATH", requires = "reference")]
+    pub python: Option<PathBuf>,
+    /// With `--reference`: networks, comma-separated from fmnist, ddpmpp, ncsnpp.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "fmnist,ddpmpp",
+        requires = "reference"
+    )]
+    pub nets: Vec<String>,
+    /// With `--reference`: objectives, comma-separated from ect, edm.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "ect,edm",
+        requires = "reference"
+    )]
+    pub objectives: Vec<String>,
+    /// With `--reference`: alternating rounds per network and objective (the table gives medians).
+    #[arg(long, default_value_t = 3, requires = "reference")]
+    pub rounds: usize,
+    /// With `--reference`: CPU threads of both sides (default: the cores available).
+    #[arg(long, requires = "reference")]
+    pub threads: Option<usize>,
 }
 
 /// One benchmark result.
@@ -49,6 +79,22 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         return crate::device_bench::run(device, &ect);
     }
     let root = libtorch::workspace_root();
+    if let Some(repo) = &args.reference {
+        let threads = args.threads.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        });
+        return crate::reference_bench::run(&crate::reference_bench::ReferenceArgs {
+            repo: repo.clone(),
+            python: args
+                .python
+                .clone()
+                .unwrap_or_else(|| root.join(".venv/bin/python")),
+            nets: args.nets.clone(),
+            objectives: args.objectives.clone(),
+            rounds: args.rounds,
+            threads,
+        });
+    }
     if !args.report_only {
         let crates = if args.crates.is_empty() {
             crates_with_benches(&root)

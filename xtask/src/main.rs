@@ -8,6 +8,7 @@ mod experiment;
 mod libtorch;
 mod plot;
 mod powerlaw;
+mod reference_bench;
 mod test;
 
 use clap::{Parser, Subcommand};
