@@ -4,6 +4,9 @@
 //! The steps are [`Trainer::step`]'s, exactly as `ect train` runs them, after one unprofiled warm-up
 //! step (first-call allocations and oneDNN's kernel selection would otherwise dominate). Nothing is
 //! written to the run directory: the trainer is built over a temporary one.
+//!
+//! Two tables: self time per operator, then per operator and input shapes (the costliest calls, which
+//! says which layer a convolution's time goes to, and whether one of them is out of line).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -60,7 +63,8 @@ fn profile_in(cfg: &TrainConfig, steps: u64, trace: &Path, run_dir: &Path) -> an
     profiler.finish(trace)?;
     let text = std::fs::read_to_string(trace)
         .with_context(|| format!("reading the trace {}", trace.display()))?;
-    let ops = self_times(&serde_json::from_str(&text).context("parsing the trace")?);
+    let trace_json: Value = serde_json::from_str(&text).context("parsing the trace")?;
+    let ops = self_times(&trace_json);
     let total: f64 = ops.iter().map(|o| o.self_us).sum();
     eprintln!(
         "profiled {steps} step(s): {:.2} s/step, {:.2} images/s (with the profiler's overhead); trace {}",
@@ -79,15 +83,56 @@ fn profile_in(cfg: &TrainConfig, steps: u64, trace: &Path, run_dir: &Path) -> an
             100.0 * op.self_us / total
         );
     }
+    eprintln!();
+    eprintln!("| operator and input shapes | calls/step | self ms/step | share |");
+    eprintln!("|---|---|---|---|");
+    for op in self_times_by_shape(&trace_json).iter().take(20) {
+        eprintln!(
+            "| {} | {} | {:.1} | {:.1}% |",
+            op.name,
+            op.calls / steps,
+            op.self_us / 1e3 / steps as f64,
+            100.0 * op.self_us / total
+        );
+    }
     Ok(())
 }
 
 /// Self time per operator of a Chrome trace (Kineto's `cpu_op` events), largest first: each event's
 /// duration less the durations of the events nested directly inside it on the same thread.
 pub fn self_times(trace: &Value) -> Vec<OpTime> {
-    /// `(start, duration, name)` of one event.
-    type Event<'a> = (f64, f64, &'a str);
-    let mut by_thread: HashMap<(String, String), Vec<Event<'_>>> = HashMap::new();
+    self_times_keyed(trace, |name, _| name.to_owned())
+}
+
+/// [`self_times`] per operator and input shapes: `name` followed by the dimensions of its tensor inputs
+/// (Kineto's `Input Dims`, recorded with `record_shapes`), e.g.
+/// `aten::mkldnn_convolution [64, 32, 28, 28] [32, 32, 3, 3] [32]`.
+pub fn self_times_by_shape(trace: &Value) -> Vec<OpTime> {
+    self_times_keyed(trace, |name, event| {
+        let dims: Vec<String> = event["args"]["Input Dims"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|d| d.as_array())
+            .filter(|d| !d.is_empty())
+            .map(|d| {
+                let sizes: Vec<String> = d.iter().map(|x| x.to_string()).collect();
+                format!("[{}]", sizes.join(", "))
+            })
+            .collect();
+        if dims.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{name} {}", dims.join(" "))
+        }
+    })
+}
+
+/// Self time grouped by `key(name, event)`, largest first (see [`self_times`]).
+fn self_times_keyed(trace: &Value, key: impl Fn(&str, &Value) -> String) -> Vec<OpTime> {
+    /// `(start, duration, grouping key)` of one event.
+    type Event = (f64, f64, String);
+    let mut by_thread: HashMap<(String, String), Vec<Event>> = HashMap::new();
     for e in trace["traceEvents"].as_array().into_iter().flatten() {
         if e["ph"] != "X" || e["cat"] != "cpu_op" {
             continue;
@@ -97,10 +142,13 @@ pub fn self_times(trace: &Value) -> Vec<OpTime> {
         else {
             continue;
         };
-        let key = (e["pid"].to_string(), e["tid"].to_string());
-        by_thread.entry(key).or_default().push((ts, dur, name));
+        let thread = (e["pid"].to_string(), e["tid"].to_string());
+        by_thread
+            .entry(thread)
+            .or_default()
+            .push((ts, dur, key(name, e)));
     }
-    let mut ops: HashMap<&str, (u64, f64)> = HashMap::new();
+    let mut ops: HashMap<String, (u64, f64)> = HashMap::new();
     for events in by_thread.values_mut() {
         // Parents first: earlier start, and the longer event when two start together.
         events.sort_by(|a, b| a.0.total_cmp(&b.0).then(b.1.total_cmp(&a.1)));
@@ -117,7 +165,7 @@ pub fn self_times(trace: &Value) -> Vec<OpTime> {
             open.push((ts + dur, i));
         }
         for (e, s) in events.iter().zip(self_us) {
-            let entry = ops.entry(e.2).or_default();
+            let entry = ops.entry(e.2.clone()).or_default();
             entry.0 += 1;
             entry.1 += s.max(0.0);
         }
@@ -125,7 +173,7 @@ pub fn self_times(trace: &Value) -> Vec<OpTime> {
     let mut out: Vec<OpTime> = ops
         .into_iter()
         .map(|(name, (calls, self_us))| OpTime {
-            name: name.to_owned(),
+            name,
             calls,
             self_us,
         })
@@ -156,5 +204,27 @@ mod tests {
         assert_eq!((get("leaf").calls, get("leaf").self_us), (2, 12.0));
         assert_eq!(ops[0].name, "outer");
         assert!(ops.iter().all(|o| o.name != "ignored"));
+    }
+
+    #[test]
+    fn shapes_split_one_operator_into_its_calls() {
+        let conv = |ts: f64, dur: f64, dims: Value| {
+            serde_json::json!({"ph": "X", "cat": "cpu_op", "name": "conv", "ts": ts, "dur": dur,
+                "pid": 1, "tid": 1, "args": {"Input Dims": dims}})
+        };
+        let trace = serde_json::json!({"traceEvents": [
+            conv(0.0, 10.0, serde_json::json!([[8, 3, 32, 32], [64, 3, 3, 3], [], []])),
+            conv(20.0, 30.0, serde_json::json!([[8, 64, 16, 16], [64, 64, 3, 3]])),
+            conv(60.0, 12.0, serde_json::json!([[8, 3, 32, 32], [64, 3, 3, 3], [], []])),
+            {"ph": "X", "cat": "cpu_op", "name": "relu", "ts": 80.0, "dur": 1.0, "pid": 1, "tid": 1},
+        ]});
+        let ops = self_times_by_shape(&trace);
+        assert_eq!(ops[0].name, "conv [8, 64, 16, 16] [64, 64, 3, 3]");
+        assert_eq!((ops[0].calls, ops[0].self_us), (1, 30.0));
+        assert_eq!(ops[1].name, "conv [8, 3, 32, 32] [64, 3, 3, 3]");
+        assert_eq!((ops[1].calls, ops[1].self_us), (2, 22.0));
+        assert_eq!((ops[2].name.as_str(), ops[2].calls), ("relu", 1));
+        // Grouped by name only, the two shapes are one operator.
+        assert_eq!(self_times(&trace)[0].self_us, 52.0);
     }
 }
