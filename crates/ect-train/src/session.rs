@@ -79,6 +79,9 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<RunSummary> {
     })?;
     let trainer = Trainer::in_group(cfg.clone(), run_dir.clone(), None, dist, device)?;
     parallel::on_main(trainer.dist(), || {
+        for warning in ect_config::train::advice::advice(cfg) {
+            eprintln!("warning: {warning}");
+        }
         run_dir::write_config(&run_dir, cfg)?;
         RunMeta::collect(
             cfg,

@@ -1,6 +1,7 @@
 //! The one typed training configuration (TOML in, JSON in a run directory), with validation whose
 //! messages name the field. Every default is the ECT CIFAR-10 recipe of the public code (docs/method.md §6).
 
+pub mod advice;
 pub mod backend;
 pub mod data;
 pub mod distributed;

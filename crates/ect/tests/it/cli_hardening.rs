@@ -474,3 +474,45 @@ fn random_sampling_arguments_never_crash() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A valid but likely mistaken configuration runs, with one warning that names the fields to change;
+/// the recipe's own combination says nothing.
+#[test]
+fn edm_from_scratch_with_radam_is_warned_about_once() {
+    let (dir, cfg) = setup("edm-radam-warning");
+    let run = dir.join("run");
+    let out = run_within(
+        train(
+            &dir,
+            &cfg,
+            &run,
+            &["objective.kind=\"edm\"", "iterations=2"],
+        ),
+        Duration::from_secs(120),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(
+        err.matches("warning: objective.kind = \"edm\"").count(),
+        1,
+        "{err}"
+    );
+    assert!(err.contains("kind = \"adam\""), "{err}");
+    let run = dir.join("run-adam");
+    let out = run_within(
+        train(
+            &dir,
+            &cfg,
+            &run,
+            &[
+                "objective.kind=\"edm\"",
+                "optimizer.kind=\"adam\"",
+                "iterations=2",
+            ],
+        ),
+        Duration::from_secs(120),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(!err.contains("warning:"), "{err}");
+}
