@@ -55,11 +55,15 @@ pub struct RunMeta {
     pub torch_threads: i32,
     /// Whether CUDA was available.
     pub cuda_available: bool,
+    /// Processes that trained the run together (1 unless data-parallel). Written when a run starts; a
+    /// resume may use another number (the trajectory does not depend on it).
+    pub world_size: usize,
 }
 
 impl RunMeta {
-    /// Collects the record for a run of `cfg` on `device` with `parameters` trainable parameters.
-    pub fn collect(cfg: &TrainConfig, device: Device, parameters: u64) -> Self {
+    /// Collects the record for a run of `cfg` on `device` with `parameters` trainable parameters,
+    /// trained by `world_size` processes.
+    pub fn collect(cfg: &TrainConfig, device: Device, parameters: u64, world_size: usize) -> Self {
         let git = |args: &[&str]| {
             std::process::Command::new("git")
                 .args(args)
@@ -82,6 +86,7 @@ impl RunMeta {
             git_dirty,
             torch_threads: tch::get_num_threads(),
             cuda_available: tch::Cuda::is_available(),
+            world_size,
         }
     }
 

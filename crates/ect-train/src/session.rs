@@ -87,6 +87,7 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<RunSummary> {
             cfg,
             trainer.network().vs.device(),
             trainer.network().num_parameters(),
+            trainer.dist().world_size(),
         )
         .write(&run_dir)
     })?;

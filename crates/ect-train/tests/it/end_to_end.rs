@@ -167,6 +167,7 @@ fn pretrain_tune_sample() {
     let meta: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(pre.join("run.json")).unwrap()).unwrap();
     assert_eq!(meta["seed"], 3);
+    assert_eq!(meta["world_size"], 1);
     assert!(meta["parameters"].as_u64().unwrap() > 1000);
 
     // ECT from the pretrained run; three stages of 20 iterations.

@@ -111,6 +111,11 @@ fn two_processes_train_the_weights_of_one() {
     assert_eq!(stdout.lines().count(), 1, "rank 0 alone prints: {stdout}");
     let (a, b) = (latest(&one), latest(&two));
     assert_eq!((step_of(&a), step_of(&b)), (20, 20));
+    let world = |run: &Path| -> serde_json::Value {
+        let meta = std::fs::read_to_string(run.join("run.json")).unwrap();
+        serde_json::from_str::<serde_json::Value>(&meta).unwrap()["world_size"].clone()
+    };
+    assert_eq!((world(&one), world(&two)), (1.into(), 2.into()));
     let weights = max_rel_diff(&b.join("model.safetensors"), &a.join("model.safetensors"));
     let ema = max_rel_diff(&b.join("ema.safetensors"), &a.join("ema.safetensors"));
     eprintln!("2 vs 1 process after 20 steps: weights {weights:e}, EMA {ema:e} (max relative)");
