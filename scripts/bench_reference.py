@@ -13,6 +13,9 @@ ship): `training/networks.py` (ECMPrecond + SongUNet) and `training/loss.py` (EC
 `cargo xtask bench --reference /path/to/ect` runs this script and the project's step benchmark alternately
 and prints medians and ratios.
 
+`--objective sample` times one-step generation instead: `x = f(80 z, 80)` per batch, no gradients,
+evaluation mode (images/s of generated images).
+
 What one step is here: random images in [-1, 1] (no data loading), the network and loss in training mode,
 `loss.sum() / batch` backward (the reference training loop's reduction), and a torch optimizer step
 (RAdam for ECT, as the reference's CIFAR-10 recipe; Adam for EDM pretraining). No EMA, no logging, no
@@ -90,7 +93,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ect-repo", required=True, help="a clone of https://github.com/locuslab/ect")
     ap.add_argument("--net", choices=sorted(NETS), default="ddpmpp")
-    ap.add_argument("--objective", default="ect,edm", help="comma-separated from ect, edm")
+    ap.add_argument("--objective", default="ect,edm", help="comma-separated from ect, edm, sample")
     ap.add_argument("--batch", type=int, default=None, help="default: 8 (CIFAR nets) or 64 (fmnist)")
     ap.add_argument("--steps", type=int, default=10, help="measured steps")
     ap.add_argument("--warmup", type=int, default=2)
@@ -134,8 +137,10 @@ def main():
         elif objective == "edm":
             loss_fn = edm_loss
             opt = torch.optim.Adam(net.parameters(), lr=1e-4, betas=(0.9, 0.999), eps=1e-8)
+        elif objective == "sample":
+            loss_fn, opt = None, None
         else:
-            sys.exit(f"--objective: unknown {objective} (ect, edm)")
+            sys.exit(f"--objective: unknown {objective} (ect, edm, sample)")
         images = torch.rand([batch, cfg["img_channels"], cfg["img_resolution"], cfg["img_resolution"]],
                             device=device) * 2 - 1
 
@@ -145,6 +150,16 @@ def main():
             (loss.sum() / batch).backward()
             opt.step()
             return loss
+
+        if objective == "sample":
+            # One-step generation as the reference's evaluation does it: x = f(80 z, 80), no gradients,
+            # evaluation mode (no dropout).
+            net.eval().requires_grad_(False)
+            sigma = torch.full([batch], 80.0, device=device)
+
+            def step():
+                with torch.no_grad():
+                    return net(torch.randn_like(images) * 80.0, sigma)
 
         for _ in range(args.warmup):
             step()

@@ -40,7 +40,7 @@ pub struct BenchArgs {
         requires = "reference"
     )]
     pub nets: Vec<String>,
-    /// With `--reference`: objectives, comma-separated from ect, edm.
+    /// With `--reference`: objectives, comma-separated from ect, edm, sample (one-step generation).
     #[arg(
         long,
         value_delimiter = ',',

@@ -4,7 +4,8 @@
 //! The authors' side is `scripts/bench_reference.py` run on the user's clone of
 //! <https://github.com/locuslab/ect> (their code is not ours to ship); the project's side is the
 //! `bench_steps` benchmark of `ect-train` (`Trainer::step`, data and EMA included, which agrees with
-//! `ect train` within 5%). Both use the same network, batch, objective, optimizer and thread count.
+//! `ect train` within 5%). Both use the same network, batch, objective, optimizer and thread count. The
+//! objective `sample` times one-step generation instead (`x = f(80 z, 80)` without gradients).
 //!
 //! The speed of a shared or virtual machine drifts by tens of percent within minutes, so a single pair of
 //! runs says little: each case runs `--rounds` times, alternating which side goes first, and the table
@@ -34,13 +35,14 @@ pub struct ReferenceArgs {
     pub threads: usize,
 }
 
-/// Warm-up and measured steps of one run of a network: the CIFAR-10 networks take seconds per step on
-/// a CPU, the Fashion-MNIST one a second.
-fn steps_of(net: &str) -> (u32, u32) {
-    if net == "fmnist" {
-        (4, 20)
-    } else {
-        (2, 5)
+/// Warm-up and measured steps (batches, for `sample`) of one run: the CIFAR-10 networks take seconds
+/// per training step on a CPU, the Fashion-MNIST one a second; a generation batch is a third of a step.
+fn steps_of(net: &str, objective: &str) -> (u32, u32) {
+    match (net == "fmnist", objective == "sample") {
+        (true, false) => (4, 20),
+        (true, true) => (2, 20),
+        (false, false) => (2, 5),
+        (false, true) => (1, 6),
     }
 }
 
@@ -151,8 +153,8 @@ fn check_reference(args: &ReferenceArgs) -> anyhow::Result<()> {
         }
     }
     for objective in &args.objectives {
-        if !["ect", "edm"].contains(&objective.as_str()) {
-            bail!("--objectives: {objective} has no reference side (ect, edm)");
+        if !["ect", "edm", "sample"].contains(&objective.as_str()) {
+            bail!("--objectives: {objective} has no reference side (ect, edm, sample)");
         }
     }
     let out = Command::new(&args.python)
@@ -195,11 +197,16 @@ fn run_ours(
     net: &str,
     objective: &str,
 ) -> anyhow::Result<f64> {
-    let (warmup, steps) = steps_of(net);
+    let (warmup, steps) = steps_of(net, objective);
+    let test = if objective == "sample" {
+        "bench_steps::sample_throughput"
+    } else {
+        "bench_steps::step_throughput"
+    };
     let out = bench_steps_command(
         torch,
         &[
-            "bench_steps::step_throughput",
+            test,
             "--exact",
             "--ignored",
             "--nocapture",
@@ -233,7 +240,7 @@ fn run_reference(
     net: &str,
     objective: &str,
 ) -> anyhow::Result<f64> {
-    let (warmup, steps) = steps_of(net);
+    let (warmup, steps) = steps_of(net, objective);
     let out = Command::new(&args.python)
         .arg(root.join("scripts/bench_reference.py"))
         .arg("--ect-repo")
@@ -354,7 +361,8 @@ pub fn table(runs: &[Run], threads: usize) -> String {
         )
         .expect("writing to a String");
     }
-    write!(out, "\n{threads} thread(s) each side; ours: Trainer::step with data and EMA; reference: network + loss + optimizer on random images").expect("writing to a String");
+    write!(out, "\n{threads} thread(s) each side; ours: Trainer::step with data and EMA; reference: network + loss + optimizer on random images; \
+         sample: one-step generation without gradients on both sides").expect("writing to a String");
     out
 }
 

@@ -14,6 +14,9 @@
 //! `ECT_BENCH_OBJECTIVES` (default `ect,edm,ict`), `ECT_BENCH_DEVICE=cuda` to run on a GPU,
 //! `ECT_BENCH_STEPS` (measured steps, default 10), `ECT_BENCH_WARMUP` (default 2), `ECT_BENCH_BATCH`
 //! (the CIFAR networks' batch), `ECT_BENCH_THREADS` (libtorch's CPU threads; 1 on a busy machine).
+//!
+//! `sample_throughput` times one-step generation of the same networks (`ECT_BENCH_SAMPLE_BATCH`, default
+//! the training batch).
 
 use std::path::Path;
 
@@ -147,6 +150,64 @@ fn step_throughput() {
                 ect_train::stats::peak_rss_mib().unwrap_or(f64::NAN)
             );
         }
+    }
+}
+
+/// One-step generation throughput (`x = f(80 z, 80)`, no gradients, evaluation mode: what
+/// `ect sample --steps 1` computes per batch, without the u8 conversion and the file) of the same
+/// networks with their initial weights, over `ECT_BENCH_STEPS` batches of `ECT_BENCH_SAMPLE_BATCH`
+/// (default: the training batch) after `ECT_BENCH_WARMUP`.
+#[test]
+#[ignore = "benchmark: minutes on CPU"]
+fn sample_throughput() {
+    let _torch = crate::torch();
+    let device = std::env::var("ECT_BENCH_DEVICE").unwrap_or_else(|_| "cpu".into());
+    let steps: u64 = env_or("ECT_BENCH_STEPS", 10);
+    let warmup: u64 = env_or("ECT_BENCH_WARMUP", 2);
+    let cifar_batch: u64 = env_or("ECT_BENCH_BATCH", 8);
+    let nets = std::env::var("ECT_BENCH_NETS").unwrap_or_else(|_| "fmnist".into());
+    if let Some(t) = std::env::var("ECT_BENCH_THREADS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .filter(|&t: &i32| t > 0)
+    {
+        tch::set_num_threads(t);
+    }
+    println!("| network | objective | device | batch | images/s | s/batch |");
+    println!("|---|---|---|---|---|---|");
+    for net in nets.split(',') {
+        let (format, train_batch, table) = network(net.trim(), cifar_batch);
+        let batch: i64 = env_or("ECT_BENCH_SAMPLE_BATCH", train_batch as i64);
+        let text = format!(
+            "device = \"{device}\"\niterations = 1\nbatch_size = 8\n[data]\npath = \"/unused\"\n\
+             format = \"{format}\"\n[network]\n{table}"
+        );
+        let cfg = TrainConfig::from_toml_str(&text, "<bench>", &[]).unwrap();
+        let dev = ect_train::device::resolve(cfg.device).unwrap();
+        let network = ect_train::net::Network::new(&cfg.network, dev).unwrap();
+        let (c, res) = (cfg.network.img_channels(), cfg.network.img_resolution());
+        let z = tch::Tensor::randn([batch, c, res, res], (tch::Kind::Float, dev));
+        let generate = || {
+            let x =
+                ect_train::sampler::consistency_sample(&network, &z, None, &[80.0, 0.0], || {
+                    unreachable!("one step draws no intermediate noise")
+                });
+            // Waits for the device, as writing the images does.
+            assert!(x.abs().max().double_value(&[]).is_finite());
+        };
+        for _ in 0..warmup {
+            generate();
+        }
+        let start = Instant::now();
+        for _ in 0..steps {
+            generate();
+        }
+        let secs = start.elapsed().as_secs_f64();
+        println!(
+            "| {net} | sample | {device} | {batch} | {:.2} | {:.3} |",
+            (steps as i64 * batch) as f64 / secs,
+            secs / steps as f64
+        );
     }
 }
 
