@@ -2,6 +2,9 @@
 //! own rayon pool and queues up to `prefetch` of them in a bounded channel, so memory stays at most
 //! `prefetch + 2` batches plus the optional cache. The order comes from [`crate::sampler`], so batches
 //! are the same whatever the thread count, and `start_images_seen` resumes on the exact next batch.
+//!
+//! A process of a data-parallel run reads only its [`StreamShard`] of every global batch: the same
+//! stream, threads, cache and prefetching, at the positions of its shard.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -46,6 +49,103 @@ pub struct LoaderConfig {
     pub start_images_seen: u64,
     /// Decoding threads, at most [`MAX_LOADER_THREADS`]; 0 means one per core.
     pub threads: usize,
+    /// Read only this part of every global batch (one process of a data-parallel run); `None`: the
+    /// whole stream.
+    pub shard: Option<StreamShard>,
+}
+
+/// The part of every global batch one process of a data-parallel run reads.
+///
+/// The stream advances by `global_batch` images per step; of the step that starts at stream position
+/// `p`, this process reads positions `p + offset .. p + offset + len`, in batches of
+/// [`LoaderConfig::batch_size`]. The steps start at [`LoaderConfig::start_images_seen`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamShard {
+    /// Images of every global batch, over all processes.
+    pub global_batch: usize,
+    /// Position of this process's first image within each global batch.
+    pub offset: usize,
+    /// Images this process reads of each global batch: a positive multiple of the batch size.
+    pub len: usize,
+}
+
+impl StreamShard {
+    /// Shard `rank` of `world` equal shards of a global batch of `global_batch` images (`world` must
+    /// divide it).
+    pub fn equal(rank: usize, world: usize, global_batch: usize) -> Self {
+        let len = global_batch / world;
+        Self {
+            global_batch,
+            offset: rank * len,
+            len,
+        }
+    }
+
+    /// Checks the shard against the loader's `batch_size`: a positive length that the batch size
+    /// divides, within the global batch.
+    fn check(&self, batch_size: usize) -> Result<()> {
+        let bad = |msg: String| {
+            Err(DataError::Config {
+                field: "shard",
+                msg,
+            })
+        };
+        if self.len == 0 || self.len % batch_size != 0 {
+            return bad(format!(
+                "{} images per global batch are not a positive multiple of the batch size {batch_size}",
+                self.len
+            ));
+        }
+        if self
+            .offset
+            .checked_add(self.len)
+            .is_none_or(|end| end > self.global_batch)
+        {
+            return bad(format!(
+                "images {}..{}+{} lie outside a global batch of {}",
+                self.offset, self.offset, self.len, self.global_batch
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Where the loader's batches start in the stream: batch `k` of a loader started at `start`.
+#[derive(Debug, Clone, Copy)]
+struct Positions {
+    start: u64,
+    batch_size: usize,
+    shard: Option<StreamShard>,
+}
+
+impl Positions {
+    /// Batches per global batch (1 without a shard: each batch is a step of its own here).
+    fn per_step(&self) -> u64 {
+        self.shard.map_or(1, |s| (s.len / self.batch_size) as u64)
+    }
+
+    /// Stream position of the first image of batch `k`.
+    fn first_image(&self, k: u64) -> u64 {
+        match self.shard {
+            None => self.start + k * self.batch_size as u64,
+            Some(s) => {
+                let per_step = self.per_step();
+                self.start
+                    + (k / per_step) * s.global_batch as u64
+                    + s.offset as u64
+                    + (k % per_step) * self.batch_size as u64
+            }
+        }
+    }
+
+    /// The position to resume from after `batches` batches: the stream position after the last
+    /// image handed out; with a shard, the start of the global batch after the one in progress.
+    fn images_seen(&self, batches: u64) -> u64 {
+        match self.shard {
+            None => self.start + batches * self.batch_size as u64,
+            Some(s) => self.start + batches.div_ceil(self.per_step()) * s.global_batch as u64,
+        }
+    }
 }
 
 impl Default for LoaderConfig {
@@ -58,6 +158,7 @@ impl Default for LoaderConfig {
             cache: false,
             start_images_seen: 0,
             threads: 0,
+            shard: None,
         }
     }
 }
@@ -133,7 +234,7 @@ pub struct Loader {
     rx: Option<Receiver<Result<Batch>>>,
     handle: Option<JoinHandle<()>>,
     failed: bool,
-    images_seen: u64,
+    positions: Positions,
     batches: u64,
     delivered: u64,
     started: Instant,
@@ -242,7 +343,8 @@ fn at_most(field: &'static str, value: usize, max: usize, what: &str) -> Result<
 
 impl Loader {
     /// Starts the producer for `ds` with `cfg`. Errors on an empty dataset, a zero batch size, more
-    /// than [`MAX_LOADER_THREADS`] threads or more than [`MAX_PREFETCH`] batches ahead.
+    /// than [`MAX_LOADER_THREADS`] threads, more than [`MAX_PREFETCH`] batches ahead, or a shard the
+    /// batch size does not divide.
     pub fn new(ds: Arc<dyn Dataset>, cfg: LoaderConfig) -> Result<Self> {
         if cfg.batch_size == 0 {
             return Err(DataError::Config {
@@ -262,6 +364,9 @@ impl Loader {
             MAX_PREFETCH,
             "batches queued ahead",
         )?;
+        if let Some(shard) = &cfg.shard {
+            shard.check(cfg.batch_size)?;
+        }
         if ds.is_empty() {
             return Err(DataError::format(ds.source(), "the dataset has no images"));
         }
@@ -287,15 +392,19 @@ impl Loader {
             cache,
             decode_nanos: decode_nanos.clone(),
         };
-        let start = cfg.start_images_seen;
+        let positions = Positions {
+            start: cfg.start_images_seen,
+            batch_size: cfg.batch_size,
+            shard: cfg.shard,
+        };
         let handle = std::thread::Builder::new()
             .name("ect-data-loader".into())
             .spawn(move || {
                 let mut sampler = Sampler::new(producer.ds.len(), producer.cfg.seed);
-                let mut pos = start;
-                loop {
+                for k in 0u64.. {
                     let t = Instant::now();
-                    let batch = producer.make_batch(&pool, &mut sampler, pos);
+                    let first = positions.first_image(k);
+                    let batch = producer.make_batch(&pool, &mut sampler, first);
                     producer
                         .decode_nanos
                         .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
@@ -304,7 +413,6 @@ impl Loader {
                     if tx.send(batch).is_err() || failed {
                         return;
                     }
-                    pos += producer.cfg.batch_size as u64;
                 }
             })
             .map_err(|e| DataError::Config {
@@ -315,7 +423,7 @@ impl Loader {
             rx: Some(rx),
             handle: Some(handle),
             failed: false,
-            images_seen: start,
+            positions,
             batches: 0,
             delivered: 0,
             started: Instant::now(),
@@ -339,7 +447,6 @@ impl Loader {
         self.wait += t.elapsed();
         match got {
             Ok(Ok(batch)) => {
-                self.images_seen += batch.n as u64;
                 self.delivered += batch.n as u64;
                 self.batches += 1;
                 Ok(batch)
@@ -358,9 +465,11 @@ impl Loader {
         }
     }
 
-    /// Stream position of the next batch: `start_images_seen` plus every image handed out.
+    /// The stream position to resume from (a checkpoint's `images_seen`): `start_images_seen` plus
+    /// every image handed out; with a shard, the start of the global batch after the one this process
+    /// is reading (every process of the run gives the same position at a step boundary).
     pub fn images_seen(&self) -> u64 {
-        self.images_seen
+        self.positions.images_seen(self.batches)
     }
 
     /// Throughput and waiting so far.

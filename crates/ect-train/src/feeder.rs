@@ -7,11 +7,10 @@
 //! the step that starts at position `p`, in micro-batches. The global batch, and which image each position
 //! holds, are the same whatever `W`.
 
-use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
 use std::time::Instant;
 
-use ect_data::loader::{Batch, Loader, LoaderConfig};
+use ect_data::loader::{Loader, LoaderConfig, StreamShard};
 use ect_data::Dataset;
 use tch::{Device, Kind, Tensor};
 
@@ -38,6 +37,8 @@ pub struct Shard {
     pub world: usize,
     /// Images per optimizer step over all processes.
     pub global_batch: usize,
+    /// Processes on this machine, which share its cores and memory for decoding and caching images.
+    pub processes_on_node: usize,
 }
 
 impl Shard {
@@ -47,6 +48,7 @@ impl Shard {
             rank: 0,
             world: 1,
             global_batch,
+            processes_on_node: 1,
         }
     }
 
@@ -61,15 +63,9 @@ impl Shard {
     }
 }
 
-/// Where micro-batches come from: the whole stream (one process), or this rank's shard of it.
-enum Source {
-    Stream(Loader),
-    Shard(ShardReader),
-}
-
 /// Feeds micro-batches from a dataset.
 pub struct Feeder {
-    source: Source,
+    loader: Loader,
     micro_batch: usize,
     label_dim: i64,
     wait_seconds: f64,
@@ -95,35 +91,50 @@ impl Feeder {
                 format!("{} holds no images", dataset.source().display()),
             ));
         }
+        if shard.world > 1 && (shard.size() == 0 || shard.size() % micro_batch != 0) {
+            return Err(TrainError::invalid(
+                "micro_batch",
+                format!(
+                    "{micro_batch} must divide the {} images each of the {} processes reads",
+                    shard.size(),
+                    shard.world
+                ),
+            ));
+        }
+        let dataset_bytes = dataset.len() as u64 * dataset.image_size() as u64;
+        let cache = match cache_refusal(
+            data.cache,
+            dataset_bytes,
+            shard.processes_on_node,
+            crate::session::total_memory_bytes(),
+        ) {
+            Some(why) => {
+                if shard.rank == 0 {
+                    eprintln!("warning: {why}");
+                }
+                false
+            }
+            None => data.cache,
+        };
         let cfg = LoaderConfig {
             batch_size: micro_batch,
             seed: derive(seed, 0, Stream::Data),
             xflip: data.xflip,
             prefetch: data.prefetch.max(1),
-            cache: data.cache,
+            cache,
             start_images_seen: images_seen,
-            threads: data.threads,
+            threads: decode_threads(
+                data.threads,
+                shard.processes_on_node,
+                std::thread::available_parallelism().map_or(1, |n| n.get()),
+            ),
+            shard: (shard.world > 1)
+                .then(|| StreamShard::equal(shard.rank, shard.world, shard.global_batch)),
         };
-        let source = if shard.world == 1 {
-            Source::Stream(
-                Loader::new(Arc::from(dataset), cfg)
-                    .map_err(|e| TrainError::external("starting the data loader", e))?,
-            )
-        } else {
-            if shard.size() == 0 || shard.size() % micro_batch != 0 {
-                return Err(TrainError::invalid(
-                    "micro_batch",
-                    format!(
-                        "{micro_batch} must divide the {} images each of the {} processes reads",
-                        shard.size(),
-                        shard.world
-                    ),
-                ));
-            }
-            Source::Shard(ShardReader::start(Arc::from(dataset), cfg, shard)?)
-        };
+        let loader = Loader::new(Arc::from(dataset), cfg)
+            .map_err(|e| TrainError::external("starting the data loader", e))?;
         Ok(Self {
-            source,
+            loader,
             micro_batch,
             label_dim,
             wait_seconds: 0.0,
@@ -132,12 +143,9 @@ impl Feeder {
 
     /// Position in the global stream (the position to save in a checkpoint): images handed out so far
     /// in one process; in a data-parallel run, the start of the next global batch once this rank has
-    /// read its whole shard of the current one.
+    /// started reading its shard of the current one (the same on every rank at a step boundary).
     pub fn images_seen(&self) -> u64 {
-        match &self.source {
-            Source::Stream(loader) => loader.images_seen(),
-            Source::Shard(reader) => reader.images_seen(),
-        }
+        self.loader.images_seen()
     }
 
     /// Seconds spent waiting for and converting batches so far.
@@ -148,11 +156,10 @@ impl Feeder {
     /// The next micro-batch as tensors on `device`.
     pub fn next_batch(&mut self, device: Device) -> Result<TensorBatch> {
         let start = Instant::now();
-        let b = match &mut self.source {
-            Source::Stream(loader) => loader.next_batch(),
-            Source::Shard(reader) => reader.next_batch(),
-        }
-        .map_err(|e| TrainError::external("reading a batch", e))?;
+        let b = self
+            .loader
+            .next_batch()
+            .map_err(|e| TrainError::external("reading a batch", e))?;
         debug_assert_eq!(b.n, self.micro_batch);
         let images = crate::transfer::upload(Tensor::from_slice(&b.images), device)
             .view([b.n as i64, b.c as i64, b.h as i64, b.w as i64])
@@ -168,116 +175,43 @@ impl Feeder {
     }
 }
 
-/// The micro-batches of one rank's shard of every global batch, decoded ahead by a producer thread (at
-/// most `prefetch` micro-batches), in the order of `ect-data`'s seeded stream.
-struct ShardReader {
-    rx: Option<Receiver<ect_data::Result<Batch>>>,
-    start: u64,
-    shard: Shard,
-    micro_batch: usize,
-    delivered: u64,
-    failed: bool,
-}
-
-impl ShardReader {
-    fn start(ds: Arc<dyn Dataset>, cfg: LoaderConfig, shard: Shard) -> Result<Self> {
-        let (tx, rx) = sync_channel(cfg.prefetch.max(1));
-        let (start, micro) = (cfg.start_images_seen, cfg.batch_size);
-        let per_step = shard.size() / micro;
-        std::thread::Builder::new()
-            .name(format!("ect-shard-reader-{}", shard.rank))
-            .spawn(move || {
-                let mut sampler = ect_data::sampler::Sampler::new(ds.len(), cfg.seed);
-                for k in 0u64.. {
-                    let (step, m) = (k / per_step as u64, (k % per_step as u64) as usize);
-                    let first = start
-                        + step * shard.global_batch as u64
-                        + (shard.start() + m * micro) as u64;
-                    let batch = read_batch(&*ds, &mut sampler, first, micro, cfg.xflip);
-                    let failed = batch.is_err();
-                    // A send error means the feeder is gone: stop.
-                    if tx.send(batch).is_err() || failed {
-                        return;
-                    }
-                }
-            })
-            .map_err(|e| TrainError::external("starting the shard reader", e))?;
-        Ok(Self {
-            rx: Some(rx),
-            start,
-            shard,
-            micro_batch: micro,
-            delivered: 0,
-            failed: false,
-        })
-    }
-
-    fn next_batch(&mut self) -> ect_data::Result<Batch> {
-        let stopped = |msg: &str| ect_data::DataError::Config {
-            field: "loader",
-            msg: msg.into(),
-        };
-        if self.failed {
-            return Err(stopped("stopped after an earlier error"));
-        }
-        let rx = self.rx.as_ref().ok_or_else(|| stopped("closed"))?;
-        match rx.recv() {
-            Ok(Ok(b)) => {
-                self.delivered += 1;
-                Ok(b)
-            }
-            Ok(Err(e)) => {
-                self.failed = true;
-                Err(e)
-            }
-            Err(_) => {
-                self.failed = true;
-                Err(stopped("the shard reader stopped unexpectedly"))
-            }
-        }
-    }
-
-    fn images_seen(&self) -> u64 {
-        let per_step = (self.shard.size() / self.micro_batch) as u64;
-        self.start + self.delivered.div_ceil(per_step) * self.shard.global_batch as u64
+/// Decoding threads of each process's loader: `configured` when set; otherwise (0) the machine's
+/// `cores` shared among the `processes_on_node` processes that decode on it, at least one each (one
+/// process keeps 0: the loader's own default of one thread per core).
+pub fn decode_threads(configured: usize, processes_on_node: usize, cores: usize) -> usize {
+    match (configured, processes_on_node) {
+        (0, 0 | 1) => 0,
+        (0, p) => (cores / p).max(1),
+        (t, _) => t,
     }
 }
 
-/// The `n` images at stream positions `first..first + n`.
-fn read_batch(
-    ds: &dyn Dataset,
-    sampler: &mut ect_data::sampler::Sampler,
-    first: u64,
-    n: usize,
-    xflip: bool,
-) -> ect_data::Result<Batch> {
-    let (size, w) = (ds.image_size(), ds.width());
-    let mut images = vec![0u8; n * size];
-    let (mut indices, mut flipped, mut labels) = (Vec::new(), Vec::new(), Vec::new());
-    for (k, out) in images.chunks_mut(size).enumerate() {
-        let (i, f) = sampler.at(first + k as u64);
-        let f = f && xflip;
-        ds.image_into(i, out)?;
-        if f {
-            ect_data::loader::flip_x(out, w);
-        }
-        if ds.label_dim() > 0 {
-            labels.push(ds.label(i).unwrap_or(0));
-        }
-        indices.push(i as u64);
-        flipped.push(f);
-    }
-    Ok(Batch {
-        images,
-        labels,
-        indices,
-        flipped,
-        first_image: first,
-        n,
-        c: ds.channels(),
-        h: ds.height(),
-        w,
-        label_dim: ds.label_dim(),
+/// Why `data.cache` is not honoured, if it is not: the decoded images of a dataset of
+/// `dataset_bytes`, cached once by each of the `processes_on_node` processes, may take at most half of
+/// the machine's `total_memory` (unknown: no limit). A cache that does not fit is only an optimization
+/// lost, so the run goes on without it.
+pub fn cache_refusal(
+    cache: bool,
+    dataset_bytes: u64,
+    processes_on_node: usize,
+    total_memory: Option<u64>,
+) -> Option<String> {
+    let (true, Some(total)) = (cache, total_memory) else {
+        return None;
+    };
+    let needed = dataset_bytes.saturating_mul(processes_on_node.max(1) as u64);
+    let gib = |b: u64| b as f64 / f64::from(1u32 << 30);
+    (needed > total / 2).then(|| {
+        format!(
+            "data.cache is off for this run: the decoded images ({:.1} GiB{}) would take more than              half of this machine's {:.1} GiB of memory; images are decoded every time they are read              (set data.cache = false to silence this)",
+            gib(needed),
+            if processes_on_node > 1 {
+                format!(", once in each of {processes_on_node} processes")
+            } else {
+                String::new()
+            },
+            gib(total)
+        )
     })
 }
 
@@ -300,4 +234,44 @@ pub fn open_dataset(data: &DataConfig) -> Result<Box<dyn Dataset>> {
     };
     ect_data::open(&spec)
         .map_err(|e| TrainError::external(format!("opening data.path {}", data.path.display()), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn processes_on_one_machine_share_its_cores_for_decoding() {
+        assert_eq!(
+            decode_threads(0, 1, 16),
+            0,
+            "one process: one thread per core"
+        );
+        assert_eq!(decode_threads(0, 8, 16), 2);
+        assert_eq!(decode_threads(0, 3, 16), 5);
+        assert_eq!(decode_threads(0, 4, 2), 1, "at least one thread each");
+        assert_eq!(decode_threads(6, 8, 16), 6, "a configured count is kept");
+    }
+
+    #[test]
+    fn a_cache_larger_than_half_the_memory_is_refused_with_the_figures() {
+        const GIB: u64 = 1 << 30;
+        // ImageNet 64x64 (1.28M images of 12 KiB, 15.7 GiB decoded) on a 128 GiB machine: fits in one
+        // process, not in eight.
+        let imagenet = 1_281_167 * 64 * 64 * 3;
+        assert_eq!(cache_refusal(true, imagenet, 1, Some(128 * GIB)), None);
+        let why = cache_refusal(true, imagenet, 8, Some(128 * GIB)).unwrap();
+        assert!(
+            why.contains("data.cache")
+                && why.contains("117.3 GiB")
+                && why.contains("8 processes")
+                && why.contains("128.0 GiB"),
+            "{why}"
+        );
+        // Exactly half still fits; without a cache or an unknown memory size nothing is said.
+        assert_eq!(cache_refusal(true, 32 * GIB, 2, Some(128 * GIB)), None);
+        assert!(cache_refusal(true, 32 * GIB + 1, 2, Some(128 * GIB)).is_some());
+        assert_eq!(cache_refusal(false, imagenet, 8, Some(GIB)), None);
+        assert_eq!(cache_refusal(true, imagenet, 8, None), None);
+    }
 }

@@ -141,6 +141,7 @@ impl Trainer {
             rank: dist.rank(),
             world: dist.world_size(),
             global_batch: cfg.batch_size as usize,
+            processes_on_node: dist.local_world_size(),
         };
         crate::session::apply_backend(&cfg.backend)?;
         rng::seed_torch(cfg.seed, 0, Stream::Init);

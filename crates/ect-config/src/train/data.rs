@@ -20,11 +20,13 @@ pub struct DataConfig {
     pub conditional: bool,
     /// Resize to this resolution where the format allows it (ImageNet folders); `None`: the format's default.
     pub resolution: Option<usize>,
-    /// Loader worker threads (0: automatic).
+    /// Loader worker threads (0: one per core, shared among the processes of a data-parallel run on the
+    /// same machine).
     pub threads: usize,
     /// Batches prepared ahead.
     pub prefetch: usize,
-    /// Keep decoded images in memory.
+    /// Keep decoded images in memory (each process of a data-parallel run keeps its own; a run whose
+    /// caches would take more than half the machine's memory goes on without them, with a warning).
     pub cache: bool,
 }
 

@@ -6,7 +6,7 @@ use crate::common;
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use ect_data::loader::{Batch, Loader, LoaderConfig};
+use ect_data::loader::{Batch, Loader, LoaderConfig, StreamShard};
 use ect_data::{Dataset, InMemoryDataset};
 
 /// 53 images of 3x4x5 (a prime count, so batches straddle epochs), labels 0..7.
@@ -164,6 +164,122 @@ fn bad_configs_are_errors() {
         Arc::new(InMemoryDataset::new("empty.bin", [1, 2, 2], vec![], None, None).unwrap());
     let err = Loader::new(empty, cfg(1)).err().unwrap();
     assert!(err.to_string().contains("empty.bin"), "{err}");
+}
+
+/// The stream of one process, as stream positions and the dataset indices and flips there.
+fn stream_of(all: &[Batch]) -> Vec<(u64, u64, bool)> {
+    all.iter()
+        .flat_map(|b| (0..b.n).map(move |k| (b.first_image + k as u64, b.indices[k], b.flipped[k])))
+        .collect()
+}
+
+/// Three processes with shards of 8 images of a global batch of 24, read in batches of 4, together
+/// read exactly the one-process stream, each image where the one-process loader has it, and resume
+/// from a step boundary with the exact next batches.
+#[test]
+fn shards_partition_every_global_batch_of_the_one_process_stream() {
+    let (global, world, micro, steps) = (24usize, 3usize, 4usize, 7usize);
+    let whole = stream_of(&batches(
+        LoaderConfig {
+            batch_size: global,
+            ..cfg(2)
+        },
+        steps,
+    ));
+    let per_step = global / world / micro;
+    let mut merged = Vec::new();
+    for rank in 0..world {
+        let shard = StreamShard::equal(rank, world, global);
+        assert_eq!((shard.offset, shard.len), (rank * 8, 8));
+        let sharded = LoaderConfig {
+            batch_size: micro,
+            shard: Some(shard),
+            ..cfg(rank + 1)
+        };
+        let mut loader = Loader::new(dataset(), sharded.clone()).unwrap();
+        let mut mine = Vec::new();
+        for k in 0..steps * per_step {
+            mine.push(loader.next_batch().unwrap());
+            // Mid-step the position is that of the step in progress's end; all ranks agree on it.
+            assert_eq!(
+                loader.images_seen(),
+                (k / per_step + 1) as u64 * global as u64
+            );
+        }
+        for (step, chunk) in mine.chunks(per_step).enumerate() {
+            let want = &whole[step * global + rank * 8..step * global + rank * 8 + 8];
+            assert_eq!(stream_of(chunk), want, "rank {rank}, step {step}");
+        }
+        // Resumed at the start of step 3, the loader reads the rest of this rank's shards.
+        let mut resumed = Loader::new(
+            dataset(),
+            LoaderConfig {
+                start_images_seen: 3 * global as u64,
+                ..sharded.clone()
+            },
+        )
+        .unwrap();
+        assert_eq!(resumed.images_seen(), 3 * global as u64);
+        for b in &mine[3 * per_step..] {
+            assert_eq!(&resumed.next_batch().unwrap(), b);
+        }
+        // The cache and the thread count change nothing.
+        let mut cached = Loader::new(
+            dataset(),
+            LoaderConfig {
+                cache: true,
+                threads: 1,
+                ..sharded
+            },
+        )
+        .unwrap();
+        for b in &mine {
+            assert_eq!(&cached.next_batch().unwrap(), b);
+        }
+        merged.extend(stream_of(&mine));
+    }
+    merged.sort();
+    assert_eq!(merged, whole);
+}
+
+#[test]
+fn shards_the_batch_size_does_not_divide_are_errors() {
+    let bad = [
+        StreamShard {
+            global_batch: 24,
+            offset: 0,
+            len: 6,
+        },
+        StreamShard {
+            global_batch: 24,
+            offset: 0,
+            len: 0,
+        },
+        StreamShard {
+            global_batch: 24,
+            offset: 20,
+            len: 8,
+        },
+        StreamShard {
+            global_batch: 24,
+            offset: usize::MAX,
+            len: 8,
+        },
+    ];
+    for shard in bad {
+        let err = Loader::new(
+            dataset(),
+            LoaderConfig {
+                batch_size: 4,
+                shard: Some(shard),
+                ..cfg(1)
+            },
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(err.contains("shard"), "{shard:?}: {err}");
+    }
 }
 
 /// Counts the images decoded, so a test can see how far the producer runs ahead of the consumer.
