@@ -179,6 +179,47 @@ impl StatsAccumulator {
         Ok(())
     }
 
+    /// The running mean (zeros before any feature).
+    pub fn mean(&self) -> &[f64] {
+        &self.mean
+    }
+
+    /// The scatter matrix about `center` instead of this accumulator's own mean, row-major `d x d`:
+    /// `S + n (m - c)(m - c)^T`. Summed over parts with one common `center` (their pooled mean), it is
+    /// the scatter matrix of their union: how the processes of a data-parallel run combine their
+    /// features with one sum, every term positive semi-definite.
+    pub fn scatter_about(&self, center: &[f64]) -> Result<Vec<f64>> {
+        let d = self.dim;
+        if center.len() != d {
+            return Err(MetricsError::dim("center of the scatter", d, center.len()));
+        }
+        let n = self.count as f64;
+        let delta: Vec<f64> = self.mean.iter().zip(center).map(|(m, c)| m - c).collect();
+        let mut out = vec![0.0; d * d];
+        for i in 0..d {
+            for j in 0..d {
+                out[i * d + j] = self.scatter.read(i, j) + n * delta[i] * delta[j];
+            }
+        }
+        Ok(out)
+    }
+
+    /// An accumulator of `count` features with mean `mean` and row-major scatter matrix `scatter`
+    /// (what [`StatsAccumulator::scatter_about`] gives, summed over parts, with their pooled mean).
+    pub fn from_parts(count: u64, mean: Vec<f64>, scatter: &[f64]) -> Result<Self> {
+        let d = mean.len();
+        let mut acc = Self::new(d)?;
+        if scatter.len() != d * d {
+            return Err(MetricsError::dim("scatter matrix", d * d, scatter.len()));
+        }
+        check_finite("mean", &mean)?;
+        check_finite("scatter", scatter)?;
+        acc.count = count;
+        acc.mean = mean;
+        acc.scatter = Mat::from_fn(d, d, |i, j| scatter[i * d + j]);
+        Ok(acc)
+    }
+
     /// Merges another accumulator (e.g. from another thread) into this one.
     pub fn merge(&mut self, other: &StatsAccumulator) -> Result<()> {
         if other.dim != self.dim {

@@ -68,6 +68,21 @@ pub fn all_ok(dist: &Dist, ok: bool) -> Result<bool> {
     Ok(v[0] > 0.5)
 }
 
+/// Agrees on `local`, the outcome of work every rank did on its own part: `Ok` on every rank when all
+/// succeeded; otherwise each failed rank returns its own error and the others an error saying that
+/// another rank failed in `what`, so no rank is left waiting for a collective the others never join.
+pub fn agree<T>(dist: &Dist, local: Result<T>, what: &str) -> Result<T> {
+    if all_ok(dist, local.is_ok())? {
+        return local;
+    }
+    Err(local.err().unwrap_or_else(|| {
+        TrainError::external(
+            format!("rank {}", dist.rank()),
+            format!("another rank failed in {what} (its error says why); stopping"),
+        )
+    }))
+}
+
 /// Whether any rank asks for `flag` (a maximum over the ranks): how every rank learns of a stop request
 /// (a signal) that reached only some of them, at the same step boundary.
 pub fn any(dist: &Dist, flag: bool) -> Result<bool> {

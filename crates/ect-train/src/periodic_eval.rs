@@ -4,17 +4,19 @@
 //! their features are compared with reference statistics. Each result is a line of `fd.jsonl`.
 //!
 //! The noise comes from its own seeded stream, so evaluating does not change the training run: a run
-//! with `[eval]` has the same weights as one without.
+//! with `[eval]` has the same weights as one without. In a data-parallel run every rank samples and
+//! extracts the features of its share of the batches and the statistics are pooled: the sampling and the
+//! feature network, most of an evaluation's time, are split `W` ways.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use ect_config::train::EvalConfig;
-use ect_metrics::samples::Images;
-use ect_metrics::score::{fd_score, open_extractor, stats_of_images};
+use ect_dist::{Dist, ReduceOp};
+use ect_metrics::score::{fd_score, open_extractor};
 use ect_metrics::stats::FeatureStats;
-use ect_metrics::FeatureExtractor;
+use ect_metrics::{FeatureExtractor, ImageBatch, StatsAccumulator};
 use ect_unet::Precond;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
@@ -24,6 +26,7 @@ use crate::error::{Result, TrainError};
 use crate::images::to_u8;
 use crate::labels;
 use crate::net::Network;
+use crate::parallel;
 use crate::rng::{self, Stream};
 use crate::sampler::Sampler;
 
@@ -96,72 +99,128 @@ impl PeriodicEval {
 
     /// Samples with each sampler from `net` (its current weights), scores, appends the records to
     /// `fd.jsonl` and returns them. Classes cycle for class-conditional networks.
+    ///
+    /// Every rank of `dist` takes part (the weights are the same on all of them): the samples come in
+    /// batches of `eval.batch_size`, rank `r` of `W` generates and extracts the features of batches
+    /// `r, r + W, ...`, and the feature statistics are pooled over the ranks ([`pool_stats`]). Batch
+    /// `k`'s noise is seeded by `(seed, k)`, so the images, and the FD up to rounding, do not depend on
+    /// the number of processes. Rank 0 alone scores and writes; it returns the records, the other
+    /// ranks `None`.
     pub fn evaluate(
         &self,
         net: &Network,
         samplers: &[Sampler],
         seed: u64,
         state: &TrainState,
-    ) -> Result<Vec<FdRecord>> {
+        dist: &Dist,
+    ) -> Result<Option<Vec<FdRecord>>> {
         let mut records = Vec::new();
-        let cfg: &Precond = &net.precond;
-        let (c, h, device) = (cfg.img_channels(), cfg.img_resolution(), net.vs.device());
         for sampler in samplers {
             let start = Instant::now();
-            // The same noise at every evaluation, so the curve shows the model changing, not the noise.
-            rng::seed_torch(seed, 0, Stream::Eval);
-            let mut pixels = Vec::with_capacity(self.cfg.samples * (c * h * h) as usize);
-            let mut first = 0i64;
-            while (first as usize) < self.cfg.samples {
-                let n = (self.cfg.samples - first as usize).min(self.cfg.batch_size) as i64;
-                let z = Tensor::randn([n, c, h, h], (Kind::Float, device));
-                let y = labels::cycling(first, n, cfg.label_dim(), device);
-                let x = sampler.sample(net, &z, y.as_ref(), || z.randn_like());
-                let u8s = to_u8(&x);
-                pixels.extend(Vec::<u8>::try_from(u8s.flatten(0, -1)).map_err(|e| {
-                    TrainError::invalid("eval", format!("reading samples back: {e}"))
-                })?);
-                first += n;
-            }
-            let images = Images {
-                pixels,
-                n: self.cfg.samples,
-                c: c as usize,
-                h: h as usize,
-                w: h as usize,
-            };
-            let score = stats_of_images(&images, self.extractor.as_ref(), self.cfg.batch_size)
-                .and_then(|stats| {
-                    fd_score(
-                        &stats,
-                        &self.reference,
-                        &self.metric,
-                        self.extractor.name(),
-                        None,
-                    )
+            let local = self.local_stats(net, sampler, seed, dist.rank(), dist.world_size());
+            let local = parallel::agree(dist, local, "the periodic evaluation")?;
+            let pooled = pool_stats(local, dist)?;
+            let record = parallel::on_main(dist, || {
+                let score = pooled
+                    .finish()
+                    .and_then(|stats| {
+                        fd_score(
+                            &stats,
+                            &self.reference,
+                            &self.metric,
+                            self.extractor.name(),
+                            None,
+                        )
+                    })
+                    .map_err(|e| TrainError::invalid("eval", e.to_string()))?;
+                Ok(FdRecord {
+                    step: state.step,
+                    images_seen: state.images_seen,
+                    sampler: sampler.name(),
+                    metric: self.metric.clone(),
+                    fd: score.value,
+                    samples: score.num_samples,
+                    seconds: start.elapsed().as_secs_f64(),
                 })
-                .map_err(|e| TrainError::invalid("eval", e.to_string()))?;
-            records.push(FdRecord {
-                step: state.step,
-                images_seen: state.images_seen,
-                sampler: sampler.name(),
-                metric: self.metric.clone(),
-                fd: score.value,
-                samples: score.num_samples,
-                seconds: start.elapsed().as_secs_f64(),
-            });
+            })?;
+            records.extend(record);
         }
+        parallel::on_main(dist, || self.append(&records))?;
+        Ok(dist.is_main().then_some(records))
+    }
+
+    /// The feature statistics of this rank's batches (`rank`, `rank + world`, ...) of the samples.
+    fn local_stats(
+        &self,
+        net: &Network,
+        sampler: &Sampler,
+        seed: u64,
+        rank: usize,
+        world: usize,
+    ) -> Result<StatsAccumulator> {
+        let cfg: &Precond = &net.precond;
+        let (c, h, device) = (cfg.img_channels(), cfg.img_resolution(), net.vs.device());
+        let metrics_err = |e: ect_metrics::MetricsError| TrainError::invalid("eval", e.to_string());
+        let mut acc = StatsAccumulator::new(self.extractor.feature_dim()).map_err(metrics_err)?;
+        let batch = self.cfg.batch_size;
+        for k in (rank..self.cfg.samples.div_ceil(batch)).step_by(world) {
+            let first = k * batch;
+            let n = (self.cfg.samples - first).min(batch);
+            // The same noise at every evaluation, so the curve shows the model changing, not the noise.
+            rng::seed_torch(seed, k as u64, Stream::Eval);
+            let z = Tensor::randn([n as i64, c, h, h], (Kind::Float, device));
+            let y = labels::cycling(first as i64, n as i64, cfg.label_dim(), device);
+            let x = sampler.sample(net, &z, y.as_ref(), || z.randn_like());
+            let pixels = Vec::<u8>::try_from(to_u8(&x).flatten(0, -1))
+                .map_err(|e| TrainError::invalid("eval", format!("reading samples back: {e}")))?;
+            let images = ImageBatch::new(&pixels, n, c as usize, h as usize, h as usize)
+                .map_err(metrics_err)?;
+            let features = self.extractor.extract(&images).map_err(metrics_err)?;
+            acc.add_batch(&features.features).map_err(metrics_err)?;
+        }
+        Ok(acc)
+    }
+
+    /// Appends `records` to `fd.jsonl`.
+    fn append(&self, records: &[FdRecord]) -> Result<()> {
         let mut file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.path)
             .map_err(|e| TrainError::io(&self.path, e))?;
-        for r in &records {
+        for r in records {
             let mut line = serde_json::to_string(r).expect("FdRecord serializes");
             line.push('\n');
             file.write_all(line.as_bytes())
                 .map_err(|e| TrainError::io(&self.path, e))?;
         }
-        Ok(records)
+        Ok(())
     }
+}
+
+/// The feature statistics of every rank's part, pooled: two sums over the ranks, in float64 on the
+/// host (Gloo): the counts and `count * mean` give the pooled mean, then each part's scatter matrix
+/// about that mean ([`StatsAccumulator::scatter_about`]) sums to the scatter of the union. The result
+/// equals one process's statistics of all the features up to rounding. The identity in one process.
+pub fn pool_stats(local: StatsAccumulator, dist: &Dist) -> Result<StatsAccumulator> {
+    if dist.world_size() == 1 {
+        return Ok(local);
+    }
+    let reduce_err = |e| TrainError::external("pooling the feature statistics of the ranks", e);
+    let metrics_err = |e: ect_metrics::MetricsError| TrainError::invalid("eval", e.to_string());
+    let n = local.count() as f64;
+    let mut sums: Vec<f64> = std::iter::once(n)
+        .chain(local.mean().iter().map(|m| n * m))
+        .collect();
+    dist.all_reduce_scalars(&mut sums, ReduceOp::Sum)
+        .map_err(reduce_err)?;
+    let count = sums[0];
+    let mean: Vec<f64> = sums[1..]
+        .iter()
+        .map(|s| if count > 0.0 { s / count } else { 0.0 })
+        .collect();
+    let mut scatter = local.scatter_about(&mean).map_err(metrics_err)?;
+    dist.all_reduce_scalars(&mut scatter, ReduceOp::Sum)
+        .map_err(reduce_err)?;
+    StatsAccumulator::from_parts(count.round() as u64, mean, &scatter).map_err(metrics_err)
 }

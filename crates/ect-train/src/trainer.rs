@@ -193,11 +193,7 @@ impl Trainer {
             label_dim,
             shard,
         )?;
-        let evaluator = if dist.is_main() {
-            PeriodicEval::open(&cfg.eval, &run_dir, device)?
-        } else {
-            None
-        };
+        let evaluator = PeriodicEval::open(&cfg.eval, &run_dir, device)?;
         let scaler = match cfg.precision {
             Precision::Fp32 | Precision::Bf16 => None,
             Precision::Fp16 if !device.is_cuda() => {
@@ -370,21 +366,30 @@ impl Trainer {
         )
     }
 
-    /// Periodic FD of the first EMA track with every sampler of the objective (`[eval]`): appends to
-    /// `fd.jsonl` and returns a short summary for the log.
-    fn run_eval(&self) -> Result<String> {
+    /// Periodic FD of the first EMA track with every sampler of the objective (`[eval]`), on every rank
+    /// (each scores its share of the samples): appends to `fd.jsonl` and returns a short summary for
+    /// the log on rank 0, `None` elsewhere.
+    fn run_eval(&self) -> Result<Option<String>> {
         let Some(evaluator) = &self.evaluator else {
-            return Ok(String::new());
+            return Ok(self.dist.is_main().then(String::new));
         };
-        self.ema.copy_into(0, &self.sampler_net.vs)?;
+        let copied = self.ema.copy_into(0, &self.sampler_net.vs);
+        parallel::agree(&self.dist, copied, "loading the EMA weights to evaluate")?;
         let samplers = self.objective.samplers(&self.cfg.sampling);
-        let records =
-            evaluator.evaluate(&self.sampler_net, &samplers, self.cfg.seed, &self.state)?;
-        Ok(records
-            .iter()
-            .map(|r| format!("{} {} {:.2}", r.metric, r.sampler, r.fd))
-            .collect::<Vec<_>>()
-            .join(", "))
+        let records = evaluator.evaluate(
+            &self.sampler_net,
+            &samplers,
+            self.cfg.seed,
+            &self.state,
+            &self.dist,
+        )?;
+        Ok(records.map(|records| {
+            records
+                .iter()
+                .map(|r| format!("{} {} {:.2}", r.metric, r.sampler, r.fd))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }))
     }
 
     /// Sample grids from fixed noise with the first EMA track, one PNG per sampler, named by step.
@@ -460,7 +465,7 @@ impl Trainer {
                 parallel::on_main(&self.dist, || self.write_samples())?;
             }
             if every(self.cfg.eval.every) {
-                if let Some(summary) = parallel::on_main(&self.dist, || self.run_eval())? {
+                if let Some(summary) = self.run_eval()? {
                     progress.line(s, &summary);
                 }
             }
@@ -520,7 +525,7 @@ impl Trainer {
             parallel::on_main(&self.dist, || self.write_samples())?;
         }
         if !cadence.interrupted && eval_every > 0 && step % eval_every != 0 {
-            if let Some(summary) = parallel::on_main(&self.dist, || self.run_eval())? {
+            if let Some(summary) = self.run_eval()? {
                 progress.line(step, &summary);
             }
         }

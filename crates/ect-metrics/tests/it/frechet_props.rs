@@ -90,6 +90,44 @@ proptest! {
         }
     }
 
+    /// Parts pooled the way the processes of a data-parallel run pool them (sum of counts and of
+    /// `count * mean`, then the sum of each part's scatter about the pooled mean) give the statistics of
+    /// the whole set; an empty part (a process with nothing to score) changes nothing.
+    #[test]
+    fn parts_pooled_about_their_mean_equal_the_whole(
+        x in features(23, 5),
+        cut in (0usize..23, 0usize..23),
+    ) {
+        let whole = FeatureStats::from_features(&x, 5).unwrap();
+        let (lo, hi) = (cut.0.min(cut.1), cut.0.max(cut.1));
+        let parts: Vec<StatsAccumulator> = [&x[..lo * 5], &x[lo * 5..hi * 5], &x[hi * 5..]]
+            .iter()
+            .map(|rows| {
+                let mut acc = StatsAccumulator::new(5).unwrap();
+                acc.add_batch(rows).unwrap();
+                acc
+            })
+            .collect();
+        let count: u64 = parts.iter().map(StatsAccumulator::count).sum();
+        let mean: Vec<f64> = (0..5)
+            .map(|j| parts.iter().map(|p| p.count() as f64 * p.mean()[j]).sum::<f64>() / count as f64)
+            .collect();
+        let mut scatter = vec![0.0; 25];
+        for p in &parts {
+            for (s, v) in scatter.iter_mut().zip(p.scatter_about(&mean).unwrap()) {
+                *s += v;
+            }
+        }
+        let pooled = StatsAccumulator::from_parts(count, mean, &scatter).unwrap().finish().unwrap();
+        prop_assert_eq!(pooled.num_samples(), Some(23));
+        for (p, q) in whole.sigma().iter().zip(pooled.sigma()) {
+            prop_assert!((p - q).abs() < 1e-9, "{} vs {}", p, q);
+        }
+        for (p, q) in whole.mu().iter().zip(pooled.mu()) {
+            prop_assert!((p - q).abs() < 1e-12);
+        }
+    }
+
     /// FD is symmetric, non-negative (up to rounding) and zero on identical inputs, rank deficient or not.
     /// Rounding of the null eigenvalues (~eps * scale) becomes ~sqrt(eps) * scale after the square root,
     /// hence the 1e-6 relative tolerance.

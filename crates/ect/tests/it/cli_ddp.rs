@@ -143,6 +143,118 @@ fn two_processes_train_the_weights_of_one() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// A 28x28 run (the feature net's input) with a periodic FD every 2 steps, 20 samples in batches of 3:
+/// 7 batches, 4 on rank 0 and 3 on rank 1 of a 2-process run.
+const EVAL_CONFIG: &str = r#"
+seed = 4
+device = "cpu"
+threads = 1
+iterations = 4
+batch_size = 4
+[data]
+format = "idx"
+[network]
+network = "ECMPrecond"
+img_resolution = 28
+img_channels = 1
+model_type = "SongUNet"
+model_channels = 8
+channel_mult = [1, 1]
+num_blocks = 1
+attn_resolutions = []
+dropout = 0.0
+[optimizer]
+lr = 0.001
+[output]
+checkpoint_every = 0
+sample_every = 0
+log_every = 1
+[eval]
+every = 2
+samples = 20
+batch_size = 3
+[distributed]
+timeout_s = 30
+"#;
+
+/// The periodic FD of a 2-process run is computed by both ranks (each samples and extracts its share of
+/// the batches; the statistics are pooled) and written once by rank 0, with the value a 1-process run
+/// gets: the same noise per batch, the same images up to the weights' float32 summation order.
+#[test]
+fn the_periodic_fd_is_shared_by_the_ranks_and_equals_one_process() {
+    let dir = common::tmp("ddp-eval");
+    common::write_idx(
+        &dir,
+        "train",
+        (24, 28, 28),
+        |i, p| ((p * 7 + i * 29) % 251) as u8,
+        |i| (i % 3) as u8,
+    );
+    tch::manual_seed(0);
+    let weights = dir.join("featnet.safetensors");
+    ect_metrics::extract::featnet::FeatureNet::new(tch::Device::Cpu)
+        .save(&weights)
+        .unwrap();
+    let reference = dir.join("reference.npz");
+    let mut stats = ect();
+    stats
+        .args(["metrics", "stats", "--format", "idx", "--feature-net"])
+        .arg(&weights)
+        .arg("--dataset")
+        .arg(&dir)
+        .arg("--out")
+        .arg(&reference);
+    ok(&run_within(stats, LIMIT));
+    let cfg = dir.join("eval.toml");
+    std::fs::write(&cfg, EVAL_CONFIG).unwrap();
+    let extractor = format!(
+        "eval.extractor={{ kind = \"feature-net\", weights = \"{}\" }}",
+        weights.display()
+    );
+    let reference = format!("eval.reference=\"{}\"", reference.display());
+    let eval_args = ["--set", &extractor, "--set", &reference];
+    let (one, two) = (dir.join("one"), dir.join("two"));
+    ok(&run_within(train(&dir, &cfg, &one, &eval_args), LIMIT));
+    let mut args = eval_args.to_vec();
+    args.extend(["--nproc-per-node", "2"]);
+    ok(&run_within(train(&dir, &cfg, &two, &args), LIMIT));
+    let records = |run: &Path| -> Vec<(u64, String, u64, f64)> {
+        std::fs::read_to_string(run.join("fd.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let r: serde_json::Value = serde_json::from_str(l).unwrap();
+                (
+                    r["step"].as_u64().unwrap(),
+                    r["sampler"].as_str().unwrap().to_owned(),
+                    r["samples"].as_u64().unwrap(),
+                    r["fd"].as_f64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let (a, b) = (records(&one), records(&two));
+    let keys = |r: &[(u64, String, u64, f64)]| -> Vec<(u64, String, u64)> {
+        r.iter().map(|(s, n, k, _)| (*s, n.clone(), *k)).collect()
+    };
+    let want: Vec<(u64, String, u64)> = [2, 4]
+        .iter()
+        .flat_map(|&s| ["1step", "2step"].map(|n| (s, n.to_owned(), 20)))
+        .collect();
+    assert_eq!(keys(&a), want, "{a:?}");
+    assert_eq!(
+        keys(&b),
+        want,
+        "rank 0 alone writes, once per sampler: {b:?}"
+    );
+    eprintln!("periodic FD, 1 vs 2 processes: {a:?} vs {b:?}");
+    for ((.., x), (.., y)) in a.iter().zip(&b) {
+        assert!(x.is_finite() && *x > 0.0, "{a:?}");
+        assert!((x - y).abs() <= 1e-5 * x, "FD {x} (1 process) vs {y} (2)");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn resume_changes_the_number_of_processes_both_ways() {
     let (dir, cfg) = setup("ddp-resume");
