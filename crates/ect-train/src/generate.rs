@@ -1,11 +1,13 @@
 //! Generating samples from a trained run, a checkpoint, or a bare weights file (the `ect sample` entry
-//! point). A `.npy` output is streamed: memory stays flat however many images are asked for, and the
-//! destination is created before the first image is drawn.
+//! point), in one process or shared by the processes of a launcher. A `.npy` output is streamed: memory
+//! stays flat however many images are asked for, and the destination is created before the first image
+//! is drawn.
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ect_config::{DeviceSpec, NetworkConfig, TrainConfig, ValidNetworkConfig};
+use ect_dist::ReduceOp;
 use serde::Serialize;
 use tch::{Kind, Tensor};
 
@@ -15,6 +17,7 @@ use crate::images::{to_u8, write_png_grid};
 use crate::labels;
 use crate::net::Network;
 use crate::npy::NpyWriter;
+use crate::parallel;
 use crate::rng::{self, Stream};
 use crate::run_dir::{self, CONFIG_FILE};
 use crate::sampler::Sampler;
@@ -69,8 +72,10 @@ pub struct SampleSummary {
     pub evaluations_per_image: usize,
     /// Seconds spent generating (loading the network excluded).
     pub seconds: f64,
-    /// Images generated per second.
+    /// Images generated per second (by all the processes).
     pub images_per_second: f64,
+    /// Processes that generated them.
+    pub processes: usize,
 }
 
 /// A published snapshot (`.pkl`) or `torch.save` file (`.pt`, `.pth`), converted before sampling.
@@ -158,12 +163,6 @@ fn resolve(spec: &SampleSpec) -> Result<(ValidNetworkConfig, PathBuf)> {
     Ok((cfg, src.clone()))
 }
 
-/// Where the images go.
-enum Output {
-    Npy(NpyWriter),
-    Png(Vec<Tensor>),
-}
-
 /// Checks what can be checked before the network is loaded: sizes and the output's kind.
 fn check_request(spec: &SampleSpec) -> Result<bool> {
     if spec.n == 0 || spec.batch == 0 {
@@ -235,10 +234,12 @@ fn free_bytes(path: &Path) -> Option<u64> {
     (rc == 0).then(|| st.f_bavail as u64 * st.f_frsize as u64)
 }
 
-/// Generates `spec.n` images into `spec.out`.
-pub fn sample(spec: &SampleSpec) -> Result<SampleSummary> {
-    let npy = check_request(spec)?;
-    let device = crate::device::resolve(spec.device)?;
+/// How long the processes of a multi-process `ect sample` wait for each other (the training default).
+const SAMPLING_TIMEOUT: Duration = Duration::from_secs(1800);
+
+/// Checks the request against the network and the machine: the class, the memory a batch needs, the
+/// disk the images need. Returns the network config, its weights file and the array's shape.
+fn prepare(spec: &SampleSpec) -> Result<(ValidNetworkConfig, PathBuf, [i64; 4])> {
     let (net_cfg, weights) = resolve(spec)?;
     let (c, res, label_dim) = (
         net_cfg.img_channels(),
@@ -271,43 +272,100 @@ pub fn sample(spec: &SampleSpec) -> Result<SampleSummary> {
         }
     }
     check_disk_space(&spec.out, spec.n as f64 * image_bytes)?;
-    let shape = [spec.n as i64, c, res, res];
-    let mut out = if npy {
-        Output::Npy(NpyWriter::create(&spec.out, shape)?)
-    } else {
-        Output::Png(Vec::new())
+    Ok((net_cfg, weights, [spec.n as i64, c, res, res]))
+}
+
+/// Generates batch `b` (images `b * batch ..`, at most `batch`) with the noise of `(seed, b)`.
+///
+/// # Shapes
+/// returns: [m, C, H, W] u8 on the CPU (`m` images of the batch).
+fn generate_batch(spec: &SampleSpec, net: &Network, shape: [i64; 4], b: usize) -> Tensor {
+    let device = net.vs.device();
+    let first = b * spec.batch;
+    let m = spec.batch.min(spec.n - first);
+    let label_dim = net.precond.label_dim();
+    rng::seed_torch(spec.seed, b as u64, Stream::Samples);
+    let z = Tensor::randn(
+        [m as i64, shape[1], shape[2], shape[3]],
+        (Kind::Float, device),
+    );
+    let labels = match spec.class {
+        Some(k) => Some(labels::one_hot(&vec![k; m], label_dim, device)),
+        None => labels::cycling(first as i64, m as i64, label_dim, device),
     };
-    let net = Network::new(&net_cfg, device)?;
-    checkpoint::load_vars(&net.vs, &weights)?;
-    let started = Instant::now();
-    let mut done = 0usize;
-    for b in 0.. {
-        if done >= spec.n {
-            break;
-        }
-        let m = spec.batch.min(spec.n - done);
-        rng::seed_torch(spec.seed, b as u64, Stream::Samples);
-        let z = Tensor::randn([m as i64, c, res, res], (Kind::Float, device));
-        let labels = match spec.class {
-            Some(k) => Some(labels::one_hot(&vec![k; m], label_dim, device)),
-            None => labels::cycling(done as i64, m as i64, label_dim, device),
+    let x = spec
+        .sampler
+        .sample(net, &z, labels.as_ref(), || z.randn_like());
+    to_u8(&x)
+}
+
+/// Generates `spec.n` images into `spec.out`; returns the summary on rank 0 (the only process of a
+/// plain run), `None` on the other ranks.
+///
+/// Under a launcher (`ect sample --nproc-per-node N`, torchrun, srun) the processes share the work:
+/// rank `r` of `W` generates batches `r, r + W, ...` on its device and writes them at their places in the
+/// `.npy` rank 0 created; rank 0 publishes the file once every rank has written and synced its part.
+/// Batch `b`'s noise is seeded by `(seed, b)`, so the file holds the images of a 1-process run. The
+/// ranks agree after each phase, so one rank's failure (a bad class, an unwritable output, weights that
+/// do not load) stops all of them with its error. A PNG grid is assembled in one process.
+pub fn sample(spec: &SampleSpec) -> Result<Option<SampleSummary>> {
+    let npy = check_request(spec)?;
+    let (dist, device) = parallel::join_with(spec.device, SAMPLING_TIMEOUT)?;
+    if !npy && dist.world_size() > 1 {
+        return Err(TrainError::invalid(
+            "out",
+            format!(
+                "{} is a PNG grid, which one process assembles; run one process or write a .npy",
+                spec.out.display()
+            ),
+        ));
+    }
+    // Phase 1: every rank checks the request; rank 0 creates the output.
+    let prepared = prepare(spec).and_then(|(net_cfg, weights, shape)| {
+        let writer = match (npy, dist.is_main()) {
+            (true, true) => Some(NpyWriter::create(&spec.out, shape)?),
+            _ => None,
         };
-        let x = spec
-            .sampler
-            .sample(&net, &z, labels.as_ref(), || z.randn_like());
-        let images = to_u8(&x);
-        match &mut out {
-            Output::Npy(w) => w.append(&images)?,
-            Output::Png(chunks) => chunks.push(images),
+        Ok((net_cfg, weights, shape, writer))
+    });
+    let (net_cfg, weights, shape, writer) =
+        parallel::agree(&dist, prepared, "checking the request")?;
+    // Phase 2: the other ranks open the output; every rank loads the network.
+    let loaded = (|| {
+        let writer = match (npy, writer) {
+            (true, None) => Some(NpyWriter::join(&spec.out, shape)?),
+            (_, writer) => writer,
+        };
+        let net = Network::new(&net_cfg, device)?;
+        checkpoint::load_vars(&net.vs, &weights)?;
+        Ok((writer, net))
+    })();
+    let (mut writer, net) = parallel::agree(&dist, loaded, "loading the network")?;
+    // Phase 3: each rank generates and writes its batches.
+    let started = Instant::now();
+    let mut grid = Vec::new();
+    let generated = (|| {
+        let batches = spec.n.div_ceil(spec.batch);
+        for b in (dist.rank()..batches).step_by(dist.world_size()) {
+            let images = generate_batch(spec, &net, shape, b);
+            match &mut writer {
+                Some(w) => w.write_at(b * spec.batch, &images)?,
+                None => grid.push(images),
+            }
         }
-        done += m;
-    }
+        writer.as_ref().map_or(Ok(()), NpyWriter::sync)
+    })();
+    parallel::agree(&dist, generated, "generating images")?;
+    let mut written = [writer.as_ref().map_or(0, |w| w.written()) as f64];
+    dist.all_reduce_scalars(&mut written, ReduceOp::Sum)
+        .map_err(|e| TrainError::external("counting the images of every rank", e))?;
     let seconds = started.elapsed().as_secs_f64();
-    match out {
-        Output::Npy(w) => w.finish()?,
-        Output::Png(chunks) => write_png_grid(&spec.out, &Tensor::cat(&chunks, 0))?,
-    }
-    Ok(SampleSummary {
+    // Phase 4: rank 0 publishes the file.
+    parallel::on_main(&dist, || match writer {
+        Some(w) => w.publish(written[0] as u64),
+        None => write_png_grid(&spec.out, &Tensor::cat(&grid, 0)),
+    })?;
+    Ok(dist.is_main().then(|| SampleSummary {
         out: spec.out.clone(),
         shape,
         evaluations_per_image: spec.sampler.evaluations(),
@@ -317,5 +375,6 @@ pub fn sample(spec: &SampleSpec) -> Result<SampleSummary> {
         } else {
             0.0
         },
-    })
+        processes: dist.world_size(),
+    }))
 }

@@ -18,14 +18,20 @@ use crate::error::{Result, TrainError};
 /// this rank's training device: the configured one in a single process; with several, the CPU with Gloo,
 /// or `cuda:<local rank>` with NCCL when the configuration asks for CUDA (`auto` on a CUDA machine).
 pub fn join(cfg: &TrainConfig) -> Result<(Dist, Device)> {
-    let timeout = Duration::from_secs(cfg.distributed.timeout_s);
+    join_with(cfg.device, Duration::from_secs(cfg.distributed.timeout_s))
+}
+
+/// [`join`] for work other than a training run (`ect sample`): the configured `device` and the
+/// collectives' `timeout`.
+pub fn join_with(device: DeviceSpec, timeout: Duration) -> Result<(Dist, Device)> {
     let env = DistEnv::from_process_env()
         .map_err(|e| TrainError::external("reading the distributed environment", e))?;
-    let device = crate::device::resolve(cfg.device)?;
+    let spec = device;
+    let device = crate::device::resolve(spec)?;
     if env.world_size == 1 && env.rendezvous.is_none() {
-        return Ok((single(cfg)?, device));
+        return Ok((single_with(timeout)?, device));
     }
-    if let DeviceSpec::Cuda(i) = cfg.device {
+    if let DeviceSpec::Cuda(i) = spec {
         if i != env.local_rank {
             return Err(TrainError::invalid(
                 "device",
@@ -50,12 +56,12 @@ pub fn join(cfg: &TrainConfig) -> Result<(Dist, Device)> {
 
 /// A process group of one (every collective is the identity).
 pub fn single(cfg: &TrainConfig) -> Result<Dist> {
-    Dist::new(
-        DistEnv::single(),
-        Backend::Gloo,
-        Duration::from_secs(cfg.distributed.timeout_s),
-    )
-    .map_err(|e| TrainError::external("starting a single-process run", e))
+    single_with(Duration::from_secs(cfg.distributed.timeout_s))
+}
+
+fn single_with(timeout: Duration) -> Result<Dist> {
+    Dist::new(DistEnv::single(), Backend::Gloo, timeout)
+        .map_err(|e| TrainError::external("starting a single-process run", e))
 }
 
 /// Whether every rank is `ok` (a minimum over the ranks, one scalar collective): ranks that prepared

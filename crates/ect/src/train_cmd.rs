@@ -122,6 +122,11 @@ pub struct SampleArgs {
     /// Output: `.npy` (u8, N,C,H,W; written as images are generated) or `.png` (a grid).
     #[arg(long)]
     pub out: PathBuf,
+    /// Share the work among N local processes (like `torchrun --standalone --nproc-per-node N`; one
+    /// GPU each with CUDA): each generates every N-th batch into the same `.npy`, which holds the images
+    /// of a 1-process run. Under torchrun or srun, leave this out.
+    #[arg(long, value_name = "N")]
+    pub nproc_per_node: Option<usize>,
 }
 
 /// Prints the summary (and writes it to `path`) on rank 0; the exit status says whether the run
@@ -190,6 +195,9 @@ fn sampler(a: &SampleArgs) -> anyhow::Result<Sampler> {
 
 /// `ect sample`: prints a JSON summary (file, shape, images/s).
 pub fn sample(a: &SampleArgs) -> anyhow::Result<u8> {
+    if let Some(n) = a.nproc_per_node {
+        return crate::launcher::run_workers(n);
+    }
     let spec = SampleSpec {
         source: a.from.clone(),
         network_config: a.network_config.clone(),
@@ -206,8 +214,12 @@ pub fn sample(a: &SampleArgs) -> anyhow::Result<u8> {
         device: a.device,
         class: a.class,
     };
-    let summary =
-        ect_train::sample(&spec).with_context(|| format!("sampling from {}", a.from.display()))?;
+    let Some(summary) =
+        ect_train::sample(&spec).with_context(|| format!("sampling from {}", a.from.display()))?
+    else {
+        // Another rank of a multi-process run: rank 0 reports.
+        return Ok(0);
+    };
     eprintln!(
         "wrote {} images {:?} to {} ({:.1} images/s)",
         summary.shape[0],

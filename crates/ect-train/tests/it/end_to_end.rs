@@ -210,8 +210,9 @@ fn pretrain_tune_sample() {
         device: DeviceSpec::Cpu,
         class: None,
     };
-    let summary = sample(&spec).unwrap();
+    let summary = sample(&spec).unwrap().expect("one process reports");
     assert_eq!(summary.shape, [10, 1, 8, 8]);
+    assert_eq!(summary.processes, 1);
     let images = std::fs::read(&out).unwrap();
     assert_eq!(images.len(), 128 + 640);
     // Same seed, same first images, whatever n is.
@@ -229,7 +230,8 @@ fn pretrain_tune_sample() {
         out: tmp.path().join("heun.png"),
         ..spec
     })
-    .unwrap();
+    .unwrap()
+    .expect("one process reports");
     assert_eq!(heun.shape, [10, 1, 8, 8]);
     assert_eq!(heun.evaluations_per_image, 11);
 }

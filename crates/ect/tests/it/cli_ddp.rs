@@ -255,6 +255,68 @@ fn the_periodic_fd_is_shared_by_the_ranks_and_equals_one_process() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// `ect sample --nproc-per-node 2` writes the bytes of a 1-process `ect sample` (uneven shares: 4
+/// batches of 3 and a last one of 1, three on rank 0), and rank 0 alone reports; a PNG grid, which one
+/// process assembles, is refused with several.
+#[test]
+fn sampling_in_two_processes_writes_the_file_of_one() {
+    let (dir, cfg) = setup("ddp-sample");
+    let run = dir.join("run");
+    ok(&run_within(
+        train(&dir, &cfg, &run, &["--set", "iterations=2"]),
+        LIMIT,
+    ));
+    let sample = |out: &str, extra: &[&str]| {
+        let mut cmd = ect();
+        cmd.args([
+            "sample", "--steps", "2", "--n", "13", "--batch", "3", "--device", "cpu",
+        ])
+        .arg("--from")
+        .arg(&run)
+        .arg("--out")
+        .arg(dir.join(out))
+        .args(extra)
+        .env("OMP_NUM_THREADS", "1");
+        run_within(cmd, LIMIT)
+    };
+    let one = sample("one.npy", &[]);
+    ok(&one);
+    let two = sample("two.npy", &["--nproc-per-node", "2"]);
+    ok(&two);
+    let summary = |out: &Output| -> serde_json::Value {
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert_eq!(stdout.lines().count(), 1, "rank 0 alone reports: {stdout}");
+        serde_json::from_str(stdout.trim()).unwrap()
+    };
+    let (s1, s2) = (summary(&one), summary(&two));
+    assert_eq!(
+        (s1["processes"].as_u64(), s2["processes"].as_u64()),
+        (Some(1), Some(2))
+    );
+    assert_eq!(s2["shape"], serde_json::json!([13, 1, 8, 8]));
+    let (a, b) = (
+        std::fs::read(dir.join("one.npy")).unwrap(),
+        std::fs::read(dir.join("two.npy")).unwrap(),
+    );
+    assert_eq!(a.len(), 128 + 13 * 64);
+    assert!(a == b, "2 processes wrote other bytes than 1");
+    let leftovers: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.contains("two.npy") && n != "two.npy")
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+    let png = sample("grid.png", &["--nproc-per-node", "2"]);
+    assert!(!png.status.success());
+    let err = String::from_utf8_lossy(&png.stderr);
+    assert!(
+        err.contains("PNG grid") && err.contains("grid.png"),
+        "{err}"
+    );
+    assert!(!dir.join("grid.png").exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn resume_changes_the_number_of_processes_both_ways() {
     let (dir, cfg) = setup("ddp-resume");
