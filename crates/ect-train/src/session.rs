@@ -380,10 +380,48 @@ pub fn check_data_fits(cfg: &TrainConfig, dataset: &dyn ect_data::Dataset) -> Re
     Ok(if cfg.data.conditional { label_dim } else { 0 })
 }
 
-/// Physical memory of the machine (Linux `MemTotal`).
+/// The memory this process may use: the machine's (Linux `MemTotal`), or less when a container's
+/// control group limits it (cgroup v2 `memory.max`, v1 `memory.limit_in_bytes`), as on most clusters.
 pub(crate) fn total_memory_bytes() -> Option<u64> {
-    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let read = |p: &str| std::fs::read_to_string(p).ok();
+    memory_limit(
+        &read("/proc/meminfo")?,
+        &[
+            read("/sys/fs/cgroup/memory.max"),
+            read("/sys/fs/cgroup/memory/memory.limit_in_bytes"),
+        ],
+    )
+}
+
+/// The smaller of `MemTotal` in `meminfo` and every control-group limit given (a number of bytes;
+/// `max`, absent or unreadable: no limit).
+fn memory_limit(meminfo: &str, cgroup_limits: &[Option<String>]) -> Option<u64> {
+    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
+    let limits = cgroup_limits
+        .iter()
+        .flatten()
+        .filter_map(|l| l.trim().parse::<u64>().ok());
+    Some(limits.fold(kb * 1024, u64::min))
+}
+
+#[cfg(test)]
+mod memory_tests {
+    use super::memory_limit;
+
+    #[test]
+    fn a_container_limit_below_the_machine_memory_is_the_limit() {
+        let info = "MemTotal:       24683568 kB\nMemFree:         1000 kB\n";
+        let machine = 24_683_568 * 1024;
+        assert_eq!(memory_limit(info, &[]), Some(machine));
+        let v2 = Some("8589934592\n".to_owned());
+        assert_eq!(memory_limit(info, &[v2, None]), Some(8 << 30));
+        // No limit: v2 says `max`, v1 a number near 2^63.
+        let unlimited = [
+            Some("max\n".to_owned()),
+            Some("9223372036854771712\n".to_owned()),
+        ];
+        assert_eq!(memory_limit(info, &unlimited), Some(machine));
+        assert_eq!(memory_limit("garbage", &[]), None);
+    }
 }
