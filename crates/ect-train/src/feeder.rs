@@ -188,7 +188,7 @@ pub fn decode_threads(configured: usize, processes_on_node: usize, cores: usize)
 
 /// Why `data.cache` is not honoured, if it is not: the decoded images of a dataset of
 /// `dataset_bytes`, cached once by each of the `processes_on_node` processes, may take at most half of
-/// the machine's `total_memory` (unknown: no limit). A cache that does not fit is only an optimization
+/// `total_memory` (the machine's, or its container's limit; unknown: no limit). A cache that does not fit is only an optimization
 /// lost, so the run goes on without it.
 pub fn cache_refusal(
     cache: bool,
@@ -203,7 +203,9 @@ pub fn cache_refusal(
     let gib = |b: u64| b as f64 / f64::from(1u32 << 30);
     (needed > total / 2).then(|| {
         format!(
-            "data.cache is off for this run: the decoded images ({:.1} GiB{}) would take more than              half of this machine's {:.1} GiB of memory; images are decoded every time they are read              (set data.cache = false to silence this)",
+            "data.cache is off for this run: the decoded images ({:.1} GiB{}) would take more than \
+             half of the {:.1} GiB of memory this machine (or its container) allows; images are \
+             decoded every time they are read (set data.cache = false to silence this)",
             gib(needed),
             if processes_on_node > 1 {
                 format!(", once in each of {processes_on_node} processes")
@@ -265,7 +267,8 @@ mod tests {
             why.contains("data.cache")
                 && why.contains("117.3 GiB")
                 && why.contains("8 processes")
-                && why.contains("128.0 GiB"),
+                && why.contains("128.0 GiB")
+                && !why.contains("  "),
             "{why}"
         );
         // Exactly half still fits; without a cache or an unknown memory size nothing is said.
