@@ -47,7 +47,7 @@ timeout_s = 20
 "#;
 
 /// A scratch folder with the dataset and the config; returns (folder, config path).
-fn setup(name: &str) -> (PathBuf, PathBuf) {
+fn setup(name: &str) -> (common::Scratch, PathBuf) {
     common::idx_run_setup(name, 40, "ddp.toml", CONFIG)
 }
 

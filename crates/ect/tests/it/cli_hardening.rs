@@ -40,7 +40,7 @@ keep_last = 1
 "#;
 
 /// A scratch folder with a 32-image 8x8 IDX dataset and the config above.
-fn setup(name: &str) -> (PathBuf, PathBuf) {
+fn setup(name: &str) -> (common::Scratch, PathBuf) {
     common::idx_run_setup(name, 32, "tiny.toml", CONFIG)
 }
 

@@ -23,7 +23,8 @@ fn convert(pickle: &str, out: &Path, args: &[&str]) -> Output {
 
 #[test]
 fn convert_then_parity() {
-    let out = tmp("convert").join("edm-cifar");
+    let dir = tmp("convert-then-parity");
+    let out = dir.join("edm-cifar");
     let run = convert("edm-songunet-tiny.pkl", &out, &[]);
     let stdout = String::from_utf8_lossy(&run.stdout);
     assert!(

@@ -14,12 +14,44 @@ pub fn ect() -> Command {
     cmd
 }
 
-/// A fresh scratch folder for one test.
-pub fn tmp(name: &str) -> PathBuf {
+/// A test's scratch folder, removed when the test ends; kept when it fails (the test panics), for a
+/// look at what the failing command left.
+pub struct Scratch(PathBuf);
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for Scratch {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::ffi::OsStr> for Scratch {
+    fn as_ref(&self) -> &std::ffi::OsStr {
+        self.0.as_os_str()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// A fresh scratch folder for one test. The tests of one binary run in one process at once, so every
+/// test needs its own `name`.
+pub fn tmp(name: &str) -> Scratch {
     let dir = std::env::temp_dir().join(format!("ect-cli-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    Scratch(dir)
 }
 
 /// Writes `<prefix>-images-idx3-ubyte` and `<prefix>-labels-idx1-ubyte` (`prefix` is `train` or `t10k`)
@@ -96,7 +128,7 @@ name = "ignored by ect train"
 
 /// A scratch folder `name` holding an `n`-image 8x8 two-class IDX training set and `config` written to
 /// `file`; returns (folder, config path). Runs give the folder as `data.path`.
-pub fn idx_run_setup(name: &str, n: u32, file: &str, config: &str) -> (PathBuf, PathBuf) {
+pub fn idx_run_setup(name: &str, n: u32, file: &str, config: &str) -> (Scratch, PathBuf) {
     let dir = tmp(name);
     write_idx(
         &dir,
