@@ -57,7 +57,8 @@ pub(crate) fn filter(field: &str, f: &[f64]) -> Result<(), NetworkConfigError> {
 /// the feature maps), blocks per level, and self-attention only at resolutions the network has (the
 /// reference silently ignores others, which hides typos such as `[3]` for `[32]`). The architecture's
 /// default list (`default_attn`, the reference's, e.g. `[32, 16, 8]` whatever the image size) is
-/// accepted as it is: it is what the reference builds when the argument is not given.
+/// accepted as it is: it is what the reference builds when the argument is not given (`ect train`
+/// warns about its missing entries: [`crate::train::advice`]).
 pub(crate) fn unet_levels(
     model_channels: i64,
     mult: &[i64],

@@ -375,6 +375,43 @@ impl NetworkConfig {
         }
     }
 
+    /// The resolutions at which the architecture builds self-attention (`attn_resolutions`) and its
+    /// `channel_mult` (one resolution level per entry).
+    fn attention_and_levels(&self) -> (&[i64], usize) {
+        let model = match self {
+            NetworkConfig::Ecm(c) => &c.model,
+            NetworkConfig::Edm(c) => &c.model,
+            NetworkConfig::Edm2(c) => return (&c.attn_resolutions, c.channel_mult.len()),
+        };
+        match model {
+            ModelConfig::SongUNet(c) => (&c.attn_resolutions, c.channel_mult.len()),
+            ModelConfig::DhariwalUNet(c) => (&c.attn_resolutions, c.channel_mult.len()),
+        }
+    }
+
+    /// `attn_resolutions`: the feature-map sizes that get self-attention.
+    pub fn attn_resolutions(&self) -> &[i64] {
+        self.attention_and_levels().0
+    }
+
+    /// The feature-map sizes of the network's levels: the image size, halved once per `channel_mult`
+    /// entry after the first.
+    pub fn feature_resolutions(&self) -> Vec<i64> {
+        let (_, levels) = self.attention_and_levels();
+        let res = self.img_resolution();
+        (0..levels.min(63) as u32).map(|l| res >> l).collect()
+    }
+
+    /// The entries of `attn_resolutions` that are not a feature-map resolution of the network, so
+    /// build no attention. Validation refuses such entries except in the architecture's default list,
+    /// which the reference builds as it is whatever the image size (DDPM++'s `[16]` at 28x28: no
+    /// attention anywhere).
+    pub fn attention_outside(&self) -> Vec<i64> {
+        let has = self.feature_resolutions();
+        let attn = self.attn_resolutions();
+        attn.iter().copied().filter(|r| !has.contains(r)).collect()
+    }
+
     /// Checks every value the constructors rely on; errors name the field.
     pub fn validate(&self) -> Result<(), NetworkConfigError> {
         VALIDATIONS.with(|v| v.set(v.get() + 1));

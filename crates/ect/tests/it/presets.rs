@@ -52,7 +52,10 @@ fn every_preset_validates_with_the_promised_network() {
         assert_eq!(count, *params, "{name}");
     }
     for path in &found {
-        load(path);
+        let cfg = load(path);
+        // No preset is a likely mistake (`ect train` would warn about it).
+        let advice = ect_config::train::advice::advice(&cfg);
+        assert!(advice.is_empty(), "{}: {advice:?}", path.display());
     }
 }
 
