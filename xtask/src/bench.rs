@@ -25,7 +25,7 @@ pub struct BenchArgs {
     #[arg(long, value_name = "PATH", requires = "device")]
     pub ect_bin: Option<PathBuf>,
     /// Instead of the criterion benches: the project's training steps against the authors' code, back to
-    /// back, from this clone of https://github.com/locuslab/ect (see `scripts/bench_reference.py`).
+    /// back, from this clone of <https://github.com/locuslab/ect> (see `scripts/bench_reference.py`).
     #[arg(long, value_name = "ECT_CLONE", conflicts_with_all = ["crates", "report_only", "device"])]
     pub reference: Option<PathBuf>,
     /// With `--reference`: the Python that runs the authors' code (needs torch and numpy; default: the

@@ -25,7 +25,7 @@ struct Cli {
 enum Command {
     /// Prepare libtorch (uses $LIBTORCH, else creates .venv with torch 2.11.0) and print where it is.
     Setup,
-    /// The project's test command: formatting, clippy and every test of the workspace.
+    /// The project's test command: formatting, clippy, API-doc links and every test of the workspace.
     Test(test::TestArgs),
     /// Build the `ect` binary (release) and run it with these arguments, e.g. `cargo xtask ect info`.
     Ect {
@@ -41,7 +41,7 @@ enum Command {
     /// ECT over a grid of training budgets x model sizes: FD against FLOPs, power-law fits, CSV,
     /// markdown and a log-log plot. Without --config it runs configs/sweep-fmnist.toml. Resumable.
     ScalingSweep(experiment::sweep::SweepArgs),
-    /// Sample, score and report an existing run root (runs/<name>).
+    /// Sample, score and report an existing run root (`runs/<name>`).
     Eval {
         /// The run root written by train-ect.
         run_dir: std::path::PathBuf,

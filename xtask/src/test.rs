@@ -6,7 +6,7 @@ use anyhow::Context;
 /// Options of `cargo xtask test`.
 #[derive(Debug, clap::Args)]
 pub struct TestArgs {
-    /// Skip `cargo fmt --check` and `cargo clippy` (tests only).
+    /// Skip `cargo fmt --check`, `cargo clippy` and `cargo doc` (tests only).
     #[arg(long)]
     pub no_lint: bool,
     /// Extra arguments for `cargo test` (after the workspace selection), e.g. `-- --ignored`.
@@ -14,7 +14,8 @@ pub struct TestArgs {
     pub cargo_test_args: Vec<String>,
 }
 
-/// Bootstraps libtorch, then runs `cargo fmt --check`, `cargo clippy -D warnings` and every test.
+/// Bootstraps libtorch, then runs `cargo fmt --check`, `cargo clippy -D warnings`, `cargo doc` with
+/// rustdoc's warnings as errors (broken links in the API docs), and every test.
 pub fn run(args: &TestArgs) -> anyhow::Result<()> {
     let bootstrap_started = std::time::Instant::now();
     let torch = libtorch::ensure().context("preparing libtorch")?;
@@ -37,6 +38,16 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
                 "--",
                 "-D",
                 "warnings",
+            ],
+        )?;
+        step(
+            &torch,
+            &[
+                "doc",
+                "--workspace",
+                "--no-deps",
+                "--config",
+                "build.rustdocflags=[\"-D\", \"warnings\"]",
             ],
         )?;
     }

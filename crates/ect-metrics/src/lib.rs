@@ -3,7 +3,7 @@
 //! - [`frechet`]: Fréchet distance (FID, FD_DINOv2) in f64, robust to rank-deficient covariances.
 //! - [`stats`]: feature mean and covariance accumulated over batches.
 //! - [`npy`], [`npz`]: NumPy arrays and EDM's `.npz` reference statistics.
-//! - [`inception_score`], [`kid`], [`precision_recall`]: the other sample-quality metrics.
+//! - [`inception_score`](mod@inception_score), [`kid`], [`precision_recall`](mod@precision_recall): the other sample-quality metrics.
 //! - [`samples`], [`score`]: scoring sample files like the reference, and the `ect metrics` commands.
 //! - [`extract`]: feature extractors (TorchScript Inception-v3 and DINOv2, the built-in Fashion-MNIST net).
 

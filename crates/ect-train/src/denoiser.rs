@@ -24,7 +24,7 @@ pub enum Pass {
 /// A preconditioned network `D(x; sigma)`.
 pub trait Denoiser {
     /// # Shapes
-    /// x: [N, C, H, W] f32; sigma: [N] f32; labels: `[N, label_dim]` one-hot or `None`; output like `x`.
+    /// x: [N, C, H, W] f32; sigma: `[N]` f32; labels: `[N, label_dim]` one-hot or `None`; output like `x`.
     fn denoise(&self, x: &Tensor, sigma: &Tensor, labels: Option<&Tensor>, pass: Pass) -> Tensor;
 
     /// EDM2's forced weight normalization, called once before each student pass (no-op by default).

@@ -188,7 +188,7 @@ impl DhariwalUNet {
     }
 
     /// # Shapes
-    /// x: [N, in, H, W], noise_labels: [N], class_labels: [N or 1, label_dim] (conditional nets),
+    /// x: [N, in, H, W], noise_labels: `[N]`, class_labels: [N or 1, label_dim] (conditional nets),
     /// augment_labels: [N, augment_dim] -> [N, out, H, W].
     pub fn forward(
         &self,

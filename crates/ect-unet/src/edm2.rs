@@ -66,7 +66,7 @@ impl MPFourier {
     }
 
     /// # Shapes
-    /// x: [N] -> [N, C].
+    /// x: `[N]` -> [N, C].
     pub fn forward(&self, x: &Tensor) -> Tensor {
         let y = x.to_kind(Kind::Float).ger(&self.freqs.to_kind(Kind::Float))
             + self.phases.to_kind(Kind::Float);
@@ -551,7 +551,7 @@ impl Edm2UNet {
     }
 
     /// # Shapes
-    /// x: [N, C, H, W], noise_labels: [N], class_labels: [N or 1, label_dim] (conditional nets)
+    /// x: [N, C, H, W], noise_labels: `[N]`, class_labels: [N or 1, label_dim] (conditional nets)
     /// -> [N, C, H, W].
     pub fn forward(
         &self,

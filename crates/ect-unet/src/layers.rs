@@ -351,7 +351,7 @@ impl PositionalEmbedding {
     /// The `(cos, sin)` halves, in that order.
     ///
     /// # Shapes
-    /// x: [N] -> ([N, C/2], [N, C/2]).
+    /// x: `[N]` -> ([N, C/2], [N, C/2]).
     pub fn halves(&self, x: &Tensor) -> (Tensor, Tensor) {
         let half = self.num_channels / 2;
         let freqs = Tensor::arange(half, (Kind::Float, x.device()));
@@ -362,7 +362,7 @@ impl PositionalEmbedding {
     }
 
     /// # Shapes
-    /// x: [N] -> [N, C] = `[cos, sin]`.
+    /// x: `[N]` -> [N, C] = `[cos, sin]`.
     pub fn forward(&self, x: &Tensor) -> Tensor {
         let (c, s) = self.halves(x);
         Tensor::cat(&[c, s], 1)
@@ -390,7 +390,7 @@ impl FourierEmbedding {
     /// The `(cos, sin)` halves, in that order.
     ///
     /// # Shapes
-    /// x: [N] -> ([N, C/2], [N, C/2]).
+    /// x: `[N]` -> ([N, C/2], [N, C/2]).
     pub fn halves(&self, x: &Tensor) -> (Tensor, Tensor) {
         let f = (&self.freqs * (2.0 * std::f64::consts::PI)).to_kind(x.kind());
         let x = x.ger(&f);
@@ -398,7 +398,7 @@ impl FourierEmbedding {
     }
 
     /// # Shapes
-    /// x: [N] -> [N, C] = `[cos, sin]`.
+    /// x: `[N]` -> [N, C] = `[cos, sin]`.
     pub fn forward(&self, x: &Tensor) -> Tensor {
         let (c, s) = self.halves(x);
         Tensor::cat(&[c, s], 1)

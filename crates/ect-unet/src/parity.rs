@@ -57,7 +57,7 @@ pub fn check_fixture(dir: &Path) -> Result<ParityReport, UnetError> {
 }
 
 /// Loads `dir/meta.json` (`network`, `config`), `dir/weights.safetensors` and `dir/io.safetensors`
-/// (`x` [N, C, H, W], `sigma` [N], `class_labels` [N, label_dim] for a conditional network, optional
+/// (`x` [N, C, H, W], `sigma` `[N]`, `class_labels` [N, label_dim] for a conditional network, optional
 /// `augment_labels` [N, augment_dim], `out_eval` and `out_train` shaped as `x`), runs the network in evaluation
 /// mode and in training mode (training coefficients, EDM2 forced weight normalization, dropout off),
 /// and returns both relative errors. A missing tensor or a shape disagreement is a

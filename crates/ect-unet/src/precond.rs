@@ -141,7 +141,7 @@ impl Precond {
     /// `D(x; sigma)` with preconditioning.
     ///
     /// # Shapes
-    /// x: [N, C, H, W] f32, sigma: [N] f32 (or broadcastable, e.g. [1] or [N, 1, 1, 1]),
+    /// x: [N, C, H, W] f32, sigma: `[N]` f32 (or broadcastable, e.g. `[1]` or [N, 1, 1, 1]),
     /// class_labels: Option<[N, label_dim]> one-hot f32 (zeros when `None` on a conditional net)
     /// -> [N, C, H, W] f32.
     pub fn forward(

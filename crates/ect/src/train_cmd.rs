@@ -26,7 +26,7 @@ pub struct TrainArgs {
     /// nothing is written to the run directory) and print where the time went.
     #[arg(long, value_name = "STEPS")]
     pub profile: Option<u64>,
-    /// The Chrome trace `--profile` writes (open it in https://ui.perfetto.dev or chrome://tracing).
+    /// The Chrome trace `--profile` writes (open it in <https://ui.perfetto.dev> or `chrome://tracing`).
     #[arg(
         long,
         value_name = "FILE",

@@ -31,7 +31,7 @@ pub struct ExperimentArgs {
     /// reach those tables.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
-    /// Run root (default: runs/<experiment name>).
+    /// Run root (default: `runs/<experiment name>`).
     #[arg(long)]
     pub run_dir: Option<PathBuf>,
     /// Train in N local processes (`ect train --nproc-per-node N`; `batch_size` stays the global batch).

@@ -36,7 +36,7 @@ pub struct SweepArgs {
     /// Override a field of the base experiment for every point, `key.path=value` (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
-    /// Run root (default: runs/<sweep name>).
+    /// Run root (default: `runs/<sweep name>`).
     #[arg(long)]
     pub run_dir: Option<PathBuf>,
     /// Only these budgets (ECT iterations), comma-separated; the others of the file are skipped.

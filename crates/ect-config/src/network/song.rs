@@ -76,7 +76,7 @@ pub struct SongUNetConfig {
     /// Decoder architecture.
     #[serde(default = "SongUNetConfig::d_decoder_type")]
     pub decoder_type: DecoderType,
-    /// Resampling filter: [1,1] for DDPM++, [1,3,3,1] for NCSN++.
+    /// Resampling filter: `[1,1]` for DDPM++, `[1,3,3,1]` for NCSN++.
     #[serde(default = "SongUNetConfig::d_resample_filter")]
     pub resample_filter: Vec<f64>,
 }

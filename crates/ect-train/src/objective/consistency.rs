@@ -17,7 +17,7 @@ pub(crate) fn per_sample(v: &Tensor) -> Tensor {
     v.view([-1, 1, 1, 1])
 }
 
-/// Per-sample squared L2 distance `sum over C,H,W of (a - b)^2`, shape [N].
+/// Per-sample squared L2 distance `sum over C,H,W of (a - b)^2`, shape `[N]`.
 pub fn per_sample_d2(a: &Tensor, b: &Tensor) -> Tensor {
     (a - b)
         .square()
@@ -46,7 +46,7 @@ pub fn repair_teacher(d_r: &Tensor, x0: &Tensor, r: &Tensor) -> Tensor {
 /// repaired teacher, per-sample `d2`.
 ///
 /// # Shapes
-/// x0, eps: [N, C, H, W]; t, r: N values; output: [N].
+/// x0, eps: [N, C, H, W]; t, r: N values; output: `[N]`.
 pub(crate) fn consistency_d2(
     net: &dyn Denoiser,
     x0: &Tensor,

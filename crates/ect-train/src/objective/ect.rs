@@ -52,7 +52,7 @@ impl EctLoss {
     /// noise `eps` (like `x0`).
     ///
     /// # Shapes
-    /// x0: [N, C, H, W] in [-1, 1]; t: N values; eps: like x0; output: [N] per-sample losses.
+    /// x0: [N, C, H, W] in [-1, 1]; t: N values; eps: like x0; output: `[N]` per-sample losses.
     pub fn compute(
         &self,
         net: &dyn Denoiser,

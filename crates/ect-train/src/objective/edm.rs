@@ -16,7 +16,7 @@ use crate::sampler::Sampler;
 /// (`exp(-1.2 + 1.2 z)`).
 ///
 /// # Shapes
-/// x0: [N, C, H, W]; sigma: N values; eps: like x0; output: [N] per-sample losses.
+/// x0: [N, C, H, W]; sigma: N values; eps: like x0; output: `[N]` per-sample losses.
 pub fn edm_loss(
     net: &dyn Denoiser,
     x0: &Tensor,

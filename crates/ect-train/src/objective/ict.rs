@@ -17,7 +17,7 @@ use crate::sampler::Sampler;
 /// with the student's dropout masks.
 ///
 /// # Shapes
-/// x0: [N, C, H, W]; t, r: N values with 0 < r < t; eps: like x0; output: [N] per-sample losses.
+/// x0: [N, C, H, W]; t, r: N values with 0 < r < t; eps: like x0; output: `[N]` per-sample losses.
 pub fn ict_loss(
     net: &dyn Denoiser,
     x0: &Tensor,

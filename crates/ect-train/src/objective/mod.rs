@@ -68,7 +68,7 @@ pub trait Objective: Send {
     /// Per-sample losses of `x0` at `levels` with the noise `eps`, differentiable in the network.
     ///
     /// # Shapes
-    /// x0, eps: [N, C, H, W]; labels: `[N, label_dim]` or `None`; output: [N].
+    /// x0, eps: [N, C, H, W]; labels: `[N, label_dim]` or `None`; output: `[N]`.
     fn loss(
         &self,
         net: &dyn Denoiser,
