@@ -43,6 +43,13 @@ fn main() {
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| lib_dir.clone());
+    // The CUDA wheels next to torch: headers installed there later (`cargo xtask` does on first use)
+    // turn NCCL on at the next build.
+    if let Some(nvidia) = torch_root.parent().map(|site| site.join("nvidia")) {
+        if nvidia.is_dir() {
+            println!("cargo:rerun-if-changed={}", nvidia.display());
+        }
+    }
     let include_root = env::var_os("LIBTORCH_INCLUDE")
         .map(PathBuf::from)
         .unwrap_or_else(|| torch_root.clone());

@@ -3,7 +3,8 @@
 //! Order of precedence:
 //! 1. `$LIBTORCH`, when the user set it (a standalone libtorch or a PyTorch install's `torch/` folder);
 //! 2. otherwise the project's own `.venv/` (git-ignored), created with `python3 -m venv` and filled with
-//!    `pip install torch==2.11.0` on first use.
+//!    `pip install torch==2.11.0` on first use; with the CUDA wheel, also the two CUDA header packages
+//!    `ect-dist`'s NCCL support compiles against (multi-GPU training).
 //!
 //! `tch = 0.24.0` pairs with PyTorch 2.11.0 exactly; any other version is refused with a message saying
 //! how to fix it. A user's libtorch is identified by `build-version`, `version.py` or, failing both, the
@@ -149,6 +150,7 @@ fn ensure_venv(venv: &Path, python3: &OsString) -> anyhow::Result<Libtorch> {
         }
     }
     if let Some(lib) = probe_torch(&python)? {
+        ensure_nccl_headers(&python, &lib);
         return Ok(lib);
     }
     eprintln!(
@@ -175,13 +177,76 @@ fn ensure_venv(venv: &Path, python3: &OsString) -> anyhow::Result<Libtorch> {
             venv.display()
         );
     }
-    probe_torch(&python)?.with_context(|| {
+    let lib = probe_torch(&python)?.with_context(|| {
         format!(
             "torch was installed into {} but cannot be imported: delete {} and run the command again",
             venv.display(),
             venv.display()
         )
-    })
+    })?;
+    ensure_nccl_headers(&python, &lib);
+    Ok(lib)
+}
+
+/// Headers `ect-dist`'s NCCL support (multi-GPU training) compiles against that the CUDA torch wheel
+/// does not ship, with the PyPI package of each (a few MB together).
+const NCCL_HEADER_PACKAGES: &[(&str, &str)] = &[
+    ("crt/host_config.h", "nvidia-cuda-crt"),
+    ("nv/target", "nvidia-cuda-cccl"),
+];
+
+/// Installs [`NCCL_HEADER_PACKAGES`] into the venv, next to the wheel's other CUDA packages, when torch is
+/// a CUDA build and they are missing, in the wheel's CUDA version (`torch.version.cuda`, e.g. `13.0.*`).
+/// Without them `ect-dist` builds without NCCL and multi-GPU runs are refused with the reason; a failed
+/// install is said and the bootstrap goes on (one GPU and the CPU do not need them).
+fn ensure_nccl_headers(python: &Path, torch: &Libtorch) {
+    if !torch.root.join("lib/libtorch_cuda.so").exists() {
+        return;
+    }
+    let Some(nvidia) = torch.root.parent().map(|site| site.join("nvidia")) else {
+        return;
+    };
+    let includes: Vec<PathBuf> = std::fs::read_dir(&nvidia)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("include"))
+        .collect();
+    let missing: Vec<&str> = NCCL_HEADER_PACKAGES
+        .iter()
+        .filter(|(header, _)| !includes.iter().any(|dir| dir.join(header).exists()))
+        .map(|(_, package)| *package)
+        .collect();
+    if missing.is_empty() {
+        return;
+    }
+    let cuda = Command::new(python)
+        .args(["-c", "import torch; print(torch.version.cuda or '')"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    if cuda.is_empty() {
+        return;
+    }
+    let specs: Vec<String> = missing.iter().map(|p| format!("{p}=={cuda}.*")).collect();
+    eprintln!(
+        "xtask: installing the CUDA headers that multi-GPU (NCCL) support builds against: {}",
+        specs.join(" ")
+    );
+    let status = Command::new(python)
+        .args(["-m", "pip", "install", "--no-deps"])
+        .args(&specs)
+        .status();
+    if !status.map(|s| s.success()).unwrap_or(false) {
+        eprintln!(
+            "xtask: warning: could not install {} into the venv: ect-dist builds without NCCL, so \
+             multi-GPU runs are refused (one GPU and the CPU work); install them with `{} -m pip \
+             install --no-deps {}` and rebuild",
+            specs.join(" "),
+            python.display(),
+            specs.join(" ")
+        );
+    }
 }
 
 /// Asks the venv's python for torch's version and folder; `None` when torch is not installed.

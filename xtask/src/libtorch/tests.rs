@@ -476,3 +476,57 @@ fn installed_torch_that_cannot_be_imported_says_what_to_do() {
         )
     );
 }
+
+/// With the CUDA wheel (a `lib/libtorch_cuda.so` next to `nvidia/*/include`), the bootstrap installs the
+/// two header packages NCCL support needs, in the wheel's CUDA version, once: when they are present it
+/// only probes. A CPU wheel never asks for them.
+#[test]
+fn a_cuda_wheel_gets_the_nccl_headers_once() {
+    let _guard = scripts_lock();
+    let dir = TempDir::new().unwrap();
+    let log = dir.path().join("log");
+    let site = dir.path().join("site-packages");
+    let torch = site.join("torch");
+    std::fs::create_dir_all(torch.join("lib")).unwrap();
+    std::fs::write(torch.join("lib/libtorch_cuda.so"), "").unwrap();
+    let include = site.join("nvidia/cu13/include");
+    std::fs::create_dir_all(&include).unwrap();
+    let python = dir.path().join("venv/bin/python");
+    // The probe prints the version and folder, or the CUDA version; pip creates the headers.
+    fake_venv_python(
+        &python,
+        &log,
+        &format!(
+            "case \"$2\" in *version.cuda*) echo 13.0;; *) echo 2.11.0+cu130; echo '{}';; esac; exit 0",
+            torch.display()
+        ),
+        &format!(
+            "mkdir -p '{i}/crt' '{i}/nv/target' && touch '{i}/crt/host_config.h'; exit 0",
+            i = include.display()
+        ),
+    );
+    let b = Bootstrap {
+        user_libtorch: None,
+        bypass_version_check: false,
+        venv: dir.path().join("venv"),
+        python3: "/nonexistent/python3".into(),
+    };
+    b.ensure().unwrap();
+    let lines = log_lines(&log);
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert_eq!(
+        lines[2],
+        "python -m pip install --no-deps nvidia-cuda-crt==13.0.* nvidia-cuda-cccl==13.0.*"
+    );
+    b.ensure().unwrap();
+    assert_eq!(
+        log_lines(&log).len(),
+        4,
+        "present headers are not installed again"
+    );
+    // A CPU wheel: no libtorch_cuda.so, no CUDA question, no pip.
+    std::fs::remove_file(torch.join("lib/libtorch_cuda.so")).unwrap();
+    std::fs::remove_dir_all(include.join("crt")).unwrap();
+    b.ensure().unwrap();
+    assert_eq!(log_lines(&log).len(), 5);
+}
