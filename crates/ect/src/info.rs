@@ -1,4 +1,5 @@
-//! `ect info`: what libtorch this binary runs on and which devices it can use.
+//! `ect info`: what libtorch this binary runs on, which devices it can use, and whether it was built
+//! with NCCL (multi-GPU training).
 //!
 //! The libtorch version is the one actually loaded: the loader may pick another libtorch than the one the
 //! binary was built against (the rpath is a DT_RUNPATH, which `LD_LIBRARY_PATH` overrides). libtorch has
@@ -132,6 +133,8 @@ pub fn run(args: &InfoArgs) -> anyhow::Result<()> {
             "cuda_available": cuda_available,
             "cudnn_available": cuda_available && tch::Cuda::cudnn_is_available(),
             "cuda_devices": devices,
+            "nccl_built": ect_dist::nccl_available(),
+            "nccl_status": ect_dist::NCCL_STATUS,
         });
         println!("{value}");
         return Ok(());
@@ -160,6 +163,15 @@ pub fn run(args: &InfoArgs) -> anyhow::Result<()> {
             .unwrap_or_else(|| "memory unknown".to_owned());
         println!("cuda:{} {} ({memory})", d.index, d.name);
     }
+    // Multi-GPU training needs NCCL in this build; the status says why it is missing.
+    println!(
+        "nccl (multi-GPU): {}",
+        if ect_dist::nccl_available() {
+            "built".to_owned()
+        } else {
+            format!("not built: {}", ect_dist::NCCL_STATUS)
+        }
+    );
     Ok(())
 }
 

@@ -38,6 +38,13 @@ fn info_runs_without_ld_library_path_and_reports_libtorch() {
     assert!(text.contains("cpu threads: "), "{text}");
     let cuda_line = text.lines().any(|l| l.starts_with("cuda"));
     assert!(cuda_line, "no CUDA line in: {text}");
+    let nccl = text
+        .lines()
+        .find(|l| l.starts_with("nccl (multi-GPU): "))
+        .unwrap_or_else(|| panic!("no NCCL line in: {text}"));
+    let built = ect_dist::nccl_available();
+    assert_eq!(nccl.ends_with(": built"), built, "{nccl}");
+    assert_eq!(nccl.contains("not built: "), !built, "{nccl}");
 }
 
 #[test]
@@ -56,6 +63,8 @@ fn info_json_is_machine_readable() {
     assert_eq!(canonical(&value["libtorch_loaded_lib"]), build_lib());
     assert_eq!(canonical(&value["libtorch_build_lib"]), build_lib());
     assert!(value["cpu_threads"].as_i64().unwrap() >= 1);
+    assert_eq!(value["nccl_built"], ect_dist::nccl_available());
+    assert_eq!(value["nccl_status"], ect_dist::NCCL_STATUS);
     let devices = value["cuda_devices"].as_array().unwrap();
     assert_eq!(
         devices.is_empty(),
