@@ -2,8 +2,10 @@
 //!
 //! The CLI calls:
 //! - `metrics fd A.npz B.npz` -> [`fd_of_files`];
-//! - `metrics stats` -> [`open_extractor`] then [`stats_of_dataset`] (any dataset `ect-data` opens) or
-//!   [`crate::samples::load_samples_npy`] + [`stats_of_images`], then [`crate::save_stats_npz`];
+//! - `metrics stats` -> [`open_extractor`] then [`accumulate_dataset`] (any dataset `ect-data` opens) or
+//!   [`crate::samples::load_samples_npy`] + [`accumulate_images`] over this process's [`Share`] of the
+//!   batches, the accumulators pooled over the processes, then [`crate::save_stats_npz`] (one process:
+//!   [`stats_of_dataset`] / [`stats_of_images`]);
 //! - `metrics compare` -> [`compare_images`] (FD, KID, precision/recall and, with logits, IS of samples
 //!   against reference images, from one extraction pass over each);
 //! - `metrics train-feature-net` -> [`crate::extract::featnet::train_feature_net_on_fashion_mnist`].
@@ -99,6 +101,28 @@ pub fn open_extractor(
     })
 }
 
+/// Which batches of an extraction pass one of several processes takes: batches `index`,
+/// `index + count`, `index + 2 count`, ... (round-robin, so uneven counts differ by at most one batch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Share {
+    /// This process's position, `0..count`.
+    pub index: usize,
+    /// Number of processes.
+    pub count: usize,
+}
+
+impl Share {
+    /// Every batch, in one process.
+    pub const ALL: Share = Share { index: 0, count: 1 };
+
+    /// The first image of each batch of `batch_size` images of `n` that this share takes.
+    fn batch_starts(self, n: usize, batch_size: usize) -> impl Iterator<Item = usize> {
+        (self.index..n.div_ceil(batch_size))
+            .step_by(self.count.max(1))
+            .map(move |k| k * batch_size)
+    }
+}
+
 /// Feature statistics of `u8` images, `batch_size` at a time; the sample count is recorded.
 pub fn stats_of_images(
     images: &Images,
@@ -116,6 +140,19 @@ pub fn stats_of_images_with(
     batch_size: usize,
     each_batch: &mut dyn FnMut(&Features) -> Result<()>,
 ) -> Result<FeatureStats> {
+    accumulate_images(images, extractor, batch_size, Share::ALL, each_batch)?.finish()
+}
+
+/// The running statistics of `share`'s batches of `images` (all of them with [`Share::ALL`]), handing
+/// each batch's [`Features`] to `each_batch`; the processes' accumulators pool into the statistics of
+/// every image (`ect_train::feature_pool`).
+pub fn accumulate_images(
+    images: &Images,
+    extractor: &dyn FeatureExtractor,
+    batch_size: usize,
+    share: Share,
+    each_batch: &mut dyn FnMut(&Features) -> Result<()>,
+) -> Result<StatsAccumulator> {
     check_batch_size(batch_size)?;
     let size = images.c * images.h * images.w;
     if images.pixels.len() != images.n * size {
@@ -126,7 +163,7 @@ pub fn stats_of_images_with(
         ));
     }
     let mut acc = StatsAccumulator::new(extractor.feature_dim())?;
-    for start in (0..images.n).step_by(batch_size) {
+    for start in share.batch_starts(images.n, batch_size) {
         let count = batch_size.min(images.n - start);
         let px = &images.pixels[start * size..(start + count) * size];
         let batch = ImageBatch::new(px, count, images.c, images.h, images.w)?;
@@ -134,7 +171,7 @@ pub fn stats_of_images_with(
         acc.add_batch(&features.features)?;
         each_batch(&features)?;
     }
-    acc.finish()
+    Ok(acc)
 }
 
 /// Feature statistics of (the first `max_images` of) a dataset.
@@ -144,6 +181,18 @@ pub fn stats_of_dataset(
     batch_size: usize,
     max_images: Option<usize>,
 ) -> Result<FeatureStats> {
+    accumulate_dataset(dataset, extractor, batch_size, max_images, Share::ALL)?.finish()
+}
+
+/// The running statistics of `share`'s batches of (the first `max_images` of) a dataset, decoded one
+/// batch at a time.
+pub fn accumulate_dataset(
+    dataset: &dyn ect_data::Dataset,
+    extractor: &dyn FeatureExtractor,
+    batch_size: usize,
+    max_images: Option<usize>,
+    share: Share,
+) -> Result<StatsAccumulator> {
     check_batch_size(batch_size)?;
     let n = max_images.map_or(dataset.len(), |m| m.min(dataset.len()));
     let (c, h, w) = (dataset.channels(), dataset.height(), dataset.width());
@@ -152,7 +201,7 @@ pub fn stats_of_dataset(
     let batch_size = batch_size.min(n.max(1));
     let mut acc = StatsAccumulator::new(extractor.feature_dim())?;
     let mut pixels = vec![0u8; batch_size * size];
-    for start in (0..n).step_by(batch_size) {
+    for start in share.batch_starts(n, batch_size) {
         let count = batch_size.min(n - start);
         for i in 0..count {
             dataset
@@ -162,7 +211,7 @@ pub fn stats_of_dataset(
         let batch = ImageBatch::new(&pixels[..count * size], count, c, h, w)?;
         acc.add_batch(&extractor.extract(&batch)?.features)?;
     }
-    acc.finish()
+    Ok(acc)
 }
 
 fn check_batch_size(batch_size: usize) -> Result<()> {
@@ -275,4 +324,24 @@ pub fn compare_images(
         num_samples: samples.n as u64,
         num_reference: reference.n as u64,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Share;
+
+    /// The shares of a pass partition its batches, round-robin, whatever the number of processes.
+    #[test]
+    fn shares_partition_the_batches() {
+        for count in 1..6 {
+            let mut all: Vec<usize> = (0..count)
+                .flat_map(|index| Share { index, count }.batch_starts(23, 4))
+                .collect();
+            all.sort_unstable();
+            assert_eq!(all, [0, 4, 8, 12, 16, 20], "{count} processes");
+        }
+        let second: Vec<usize> = Share { index: 1, count: 2 }.batch_starts(23, 4).collect();
+        assert_eq!(second, [4, 12, 20]);
+        assert_eq!(Share::ALL.batch_starts(0, 4).count(), 0);
+    }
 }

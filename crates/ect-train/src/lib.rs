@@ -25,6 +25,7 @@ pub mod denoiser;
 pub mod device;
 pub mod ema;
 pub mod error;
+pub mod feature_pool;
 pub mod feeder;
 pub mod flat;
 pub mod generate;

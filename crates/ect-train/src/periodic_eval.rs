@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use ect_config::train::EvalConfig;
-use ect_dist::{Dist, ReduceOp};
+use ect_dist::Dist;
 use ect_metrics::score::{fd_score, open_extractor};
 use ect_metrics::stats::FeatureStats;
 use ect_metrics::{FeatureExtractor, ImageBatch, StatsAccumulator};
@@ -23,6 +23,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::checkpoint::TrainState;
 use crate::error::{Result, TrainError};
+use crate::feature_pool::pool_stats;
 use crate::images::to_u8;
 use crate::labels;
 use crate::net::Network;
@@ -196,31 +197,4 @@ impl PeriodicEval {
         }
         Ok(())
     }
-}
-
-/// The feature statistics of every rank's part, pooled: two sums over the ranks, in float64 on the
-/// host (Gloo): the counts and `count * mean` give the pooled mean, then each part's scatter matrix
-/// about that mean ([`StatsAccumulator::scatter_about`]) sums to the scatter of the union. The result
-/// equals one process's statistics of all the features up to rounding. The identity in one process.
-pub fn pool_stats(local: StatsAccumulator, dist: &Dist) -> Result<StatsAccumulator> {
-    if dist.world_size() == 1 {
-        return Ok(local);
-    }
-    let reduce_err = |e| TrainError::external("pooling the feature statistics of the ranks", e);
-    let metrics_err = |e: ect_metrics::MetricsError| TrainError::invalid("eval", e.to_string());
-    let n = local.count() as f64;
-    let mut sums: Vec<f64> = std::iter::once(n)
-        .chain(local.mean().iter().map(|m| n * m))
-        .collect();
-    dist.all_reduce_scalars(&mut sums, ReduceOp::Sum)
-        .map_err(reduce_err)?;
-    let count = sums[0];
-    let mean: Vec<f64> = sums[1..]
-        .iter()
-        .map(|s| if count > 0.0 { s / count } else { 0.0 })
-        .collect();
-    let mut scatter = local.scatter_about(&mean).map_err(metrics_err)?;
-    dist.all_reduce_scalars(&mut scatter, ReduceOp::Sum)
-        .map_err(reduce_err)?;
-    StatsAccumulator::from_parts(count.round() as u64, mean, &scatter).map_err(metrics_err)
 }

@@ -1,7 +1,8 @@
-//! `ect train`, `ect resume` and `ect sample` with `--nproc-per-node N`: start N local worker processes of
-//! this same binary with the rendezvous environment, like `torchrun --standalone --nproc-per-node N`
-//! (`ect_dist::launch`), and report how they ended. The workers run the command without the flag; each
-//! joins the data-parallel run from the environment, exactly as under torchrun or srun.
+//! `ect train`, `ect resume`, `ect sample` and `ect metrics stats` with `--nproc-per-node N`: start N
+//! local worker processes of this same binary with the rendezvous environment, like `torchrun
+//! --standalone --nproc-per-node N` (`ect_dist::launch`), and report how they ended. The workers run
+//! the command without the flag; each joins the data-parallel run from the environment, exactly as under
+//! torchrun or srun.
 
 use std::ffi::OsString;
 

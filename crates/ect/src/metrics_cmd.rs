@@ -5,10 +5,10 @@ use anyhow::{bail, Context};
 use clap::Subcommand;
 use ect_metrics::samples::{load_samples_npy, SampleOptions};
 use ect_metrics::score::{
-    compare_images, images_of_dataset, open_extractor, stats_of_dataset, stats_of_images,
-    stats_of_images_with, ExtractorChoice,
+    accumulate_dataset, accumulate_images, compare_images, images_of_dataset, open_extractor,
+    stats_of_dataset, stats_of_images_with, ExtractorChoice, Share,
 };
-use ect_metrics::{FeatureExtractor, FeatureStats};
+use ect_metrics::{FeatureExtractor, FeatureStats, StatsAccumulator};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 
@@ -31,6 +31,11 @@ pub enum MetricsCommand {
         /// Output `.npz` (`mu`, `sigma`).
         #[arg(long)]
         out: PathBuf,
+        /// Share the extraction among N local processes (like `torchrun --standalone --nproc-per-node
+        /// N`; one GPU each with CUDA): each extracts every N-th batch and the statistics are pooled.
+        /// Under torchrun or srun, leave this out.
+        #[arg(long, value_name = "N")]
+        nproc_per_node: Option<usize>,
     },
     /// Score a samples file against a reference: FD (plus class entropy with a classifier extractor).
     /// Prints one JSON object with the number of samples scored.
@@ -187,6 +192,63 @@ fn dataset_stats(
     Ok(stats_of_dataset(ds.as_ref(), extractor, batch, max)?)
 }
 
+/// `ect metrics stats`, in one process or shared by the processes of a launcher: rank `r` of `W`
+/// extracts batches `r, r + W, ...` on its device, the statistics are pooled over the ranks
+/// (`ect_train::feature_pool`), and rank 0 writes the `.npz` and prints the summary. The ranks agree
+/// before pooling, so one rank's failure (an unreadable file, a bad extractor) stops all of them.
+fn stats_command(extractor: &ExtractorArgs, input: &InputArgs, out: &Path) -> anyhow::Result<()> {
+    use ect_train::parallel;
+    let (dist, device) = parallel::join_with(
+        ect_config::DeviceSpec::Auto,
+        std::time::Duration::from_secs(1800),
+    )?;
+    let share = Share {
+        index: dist.rank(),
+        count: dist.world_size(),
+    };
+    let local = (|| -> anyhow::Result<(String, StatsAccumulator)> {
+        let ex = open_extractor(&extractor.choice()?, device)?;
+        let acc = match (&input.dataset, &input.samples) {
+            (Some(d), None) => {
+                let ds = crate::data_cmd::open_dataset(d, &input.format, &input.split)?;
+                accumulate_dataset(
+                    ds.as_ref(),
+                    ex.as_ref(),
+                    extractor.batch,
+                    input.max_images,
+                    share,
+                )?
+            }
+            (None, Some(s)) => accumulate_images(
+                &load_samples_npy(s, &sample_options(&input.layout, &input.range)?)?,
+                ex.as_ref(),
+                extractor.batch,
+                share,
+                &mut |_| Ok(()),
+            )?,
+            _ => bail!("give --dataset PATH or --samples FILE.npy"),
+        };
+        Ok((ex.name().to_owned(), acc))
+    })()
+    .map_err(|e| ect_train::TrainError::external("extracting features", format!("{e:#}")));
+    let (name, local) = parallel::agree(&dist, local, "extracting features")?;
+    let pooled = ect_train::feature_pool::pool_stats(local, &dist)?;
+    parallel::on_main(&dist, || {
+        let stats = pooled
+            .finish()
+            .map_err(|e| ect_train::TrainError::invalid("features", e.to_string()))?;
+        ect_metrics::save_stats_npz(out, &stats).map_err(|e| {
+            ect_train::TrainError::external(format!("writing {}", out.display()), e)
+        })?;
+        println!(
+            "{}",
+            json!({"out": out, "num_samples": stats.num_samples(), "extractor": name, "dim": stats.dim(), "processes": dist.world_size()})
+        );
+        Ok(())
+    })?;
+    Ok(())
+}
+
 /// Histogram of the predicted classes (arg-max of the logits) over the batches of one extraction pass.
 #[derive(Debug, Default)]
 struct ClassHistogram {
@@ -253,29 +315,16 @@ pub fn run(cmd: &MetricsCommand) -> anyhow::Result<()> {
             extractor,
             input,
             out,
+            nproc_per_node,
         } => {
-            let ex = open_extractor(&extractor.choice()?, device())?;
-            let stats = match (&input.dataset, &input.samples) {
-                (Some(d), None) => dataset_stats(
-                    d,
-                    &input.format,
-                    &input.split,
-                    ex.as_ref(),
-                    extractor.batch,
-                    input.max_images,
-                )?,
-                (None, Some(s)) => stats_of_images(
-                    &load_samples_npy(s, &sample_options(&input.layout, &input.range)?)?,
-                    ex.as_ref(),
-                    extractor.batch,
-                )?,
-                _ => bail!("give --dataset PATH or --samples FILE.npy"),
-            };
-            ect_metrics::save_stats_npz(out, &stats)?;
-            println!(
-                "{}",
-                json!({"out": out, "num_samples": stats.num_samples(), "extractor": ex.name(), "dim": stats.dim()})
-            );
+            if let Some(n) = nproc_per_node {
+                let code = crate::launcher::run_workers(*n)?;
+                if code != 0 {
+                    bail!("the {n} workers stopped early (exit status {code})");
+                }
+                return Ok(());
+            }
+            stats_command(extractor, input, out)?;
         }
         MetricsCommand::Score {
             samples,

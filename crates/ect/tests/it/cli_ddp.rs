@@ -317,6 +317,67 @@ fn sampling_in_two_processes_writes_the_file_of_one() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// `ect metrics stats --nproc-per-node 2` pools the statistics of the two ranks' batches (23 images in
+/// batches of 4: 3 batches on rank 0, 3 on rank 1) into those of one process, and rank 0 alone writes
+/// and reports.
+#[test]
+fn feature_statistics_in_two_processes_equal_one() {
+    let dir = common::tmp("ddp-stats");
+    common::write_idx(
+        &dir,
+        "train",
+        (23, 28, 28),
+        |i, p| ((p * 13 + i * 31) % 253) as u8,
+        |i| (i % 3) as u8,
+    );
+    tch::manual_seed(1);
+    let weights = dir.join("featnet.safetensors");
+    ect_metrics::extract::featnet::FeatureNet::new(tch::Device::Cpu)
+        .save(&weights)
+        .unwrap();
+    let stats = |out: &str, extra: &[&str]| {
+        let mut cmd = ect();
+        cmd.args([
+            "metrics",
+            "stats",
+            "--format",
+            "idx",
+            "--batch",
+            "4",
+            "--feature-net",
+        ])
+        .arg(&weights)
+        .arg("--dataset")
+        .arg(&dir)
+        .arg("--out")
+        .arg(dir.join(out))
+        .args(extra)
+        .env("OMP_NUM_THREADS", "1");
+        let out = run_within(cmd, LIMIT);
+        ok(&out);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert_eq!(stdout.lines().count(), 1, "rank 0 alone reports: {stdout}");
+        serde_json::from_str::<serde_json::Value>(stdout.trim()).unwrap()
+    };
+    let one = stats("one.npz", &[]);
+    let two = stats("two.npz", &["--nproc-per-node", "2"]);
+    assert_eq!(
+        (one["processes"].as_u64(), two["processes"].as_u64()),
+        (Some(1), Some(2))
+    );
+    assert_eq!(two["num_samples"].as_u64(), Some(23));
+    let a = ect_metrics::load_stats_npz(&dir.join("one.npz")).unwrap();
+    let b = ect_metrics::load_stats_npz(&dir.join("two.npz")).unwrap();
+    let worst = |x: &[f64], y: &[f64]| {
+        let scale = x.iter().fold(0f64, |m, v| m.max(v.abs()));
+        x.iter().zip(y).fold(0f64, |m, (p, q)| m.max((p - q).abs())) / scale
+    };
+    let (dmu, dsigma) = (worst(a.mu(), b.mu()), worst(a.sigma(), b.sigma()));
+    eprintln!("pooled vs one process: mu {dmu:e}, sigma {dsigma:e} (max relative)");
+    assert!(dmu < 1e-9 && dsigma < 1e-9, "mu {dmu:e}, sigma {dsigma:e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn resume_changes_the_number_of_processes_both_ways() {
     let (dir, cfg) = setup("ddp-resume");
