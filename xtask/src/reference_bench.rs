@@ -222,16 +222,28 @@ fn run_ours(
     .env("ECT_BENCH_BATCH", batch_of(net).to_string())
     .output()
     .context("running the step benchmark")?;
+    images_per_s_of_run(&out, "the step benchmark", net, objective, 4)
+}
+
+/// The images/s cell (column `column`) of a benchmark run's table, or an error with the run's output
+/// when it failed or printed no such row.
+fn images_per_s_of_run(
+    out: &std::process::Output,
+    what: &str,
+    net: &str,
+    objective: &str,
+    column: usize,
+) -> anyhow::Result<f64> {
     let stdout = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
         bail!(
-            "the step benchmark failed for {net} {objective} ({}):\n{stdout}\n{}",
+            "{what} failed for {net} {objective} ({}):\n{stdout}\n{}",
             out.status,
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    images_per_s_of(&stdout, net, objective, 4)
-        .with_context(|| format!("reading the step benchmark's table:\n{stdout}"))
+    images_per_s_of(&stdout, net, objective, column)
+        .with_context(|| format!("reading {what}'s table:\n{stdout}"))
 }
 
 fn run_reference(
@@ -256,16 +268,7 @@ fn run_reference(
         .args(["--threads", &args.threads.to_string()])
         .output()
         .context("running scripts/bench_reference.py")?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() {
-        bail!(
-            "scripts/bench_reference.py failed for {net} {objective} ({}):\n{stdout}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    images_per_s_of(&stdout, net, objective, 3)
-        .with_context(|| format!("reading bench_reference.py's table:\n{stdout}"))
+    images_per_s_of_run(&out, "scripts/bench_reference.py", net, objective, 3)
 }
 
 /// The images/s cell (column `column`, 0-based among the cells) of the Markdown row that starts with

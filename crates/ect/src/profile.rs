@@ -72,30 +72,32 @@ fn profile_in(cfg: &TrainConfig, steps: u64, trace: &Path, run_dir: &Path) -> an
         (steps * batch) as f64 / seconds,
         trace.display()
     );
-    eprintln!("| operator | calls/step | self ms/step | share |");
-    eprintln!("|---|---|---|---|");
-    for op in ops.iter().take(25) {
-        eprintln!(
-            "| {} | {} | {:.1} | {:.1}% |",
-            op.name,
-            op.calls / steps,
-            op.self_us / 1e3 / steps as f64,
-            100.0 * op.self_us / total
-        );
-    }
+    print_table("operator", &ops[..ops.len().min(25)], steps, total);
     eprintln!();
-    eprintln!("| operator and input shapes | calls/step | self ms/step | share |");
+    let by_shape = self_times_by_shape(&trace_json);
+    print_table(
+        "operator and input shapes",
+        &by_shape[..by_shape.len().min(20)],
+        steps,
+        total,
+    );
+    Ok(())
+}
+
+/// Prints `rows` as a Markdown table to stderr: calls and self milliseconds per step over `steps`
+/// steps, and the share of `total_us`.
+fn print_table(first_column: &str, rows: &[OpTime], steps: u64, total_us: f64) {
+    eprintln!("| {first_column} | calls/step | self ms/step | share |");
     eprintln!("|---|---|---|---|");
-    for op in self_times_by_shape(&trace_json).iter().take(20) {
+    for op in rows {
         eprintln!(
             "| {} | {} | {:.1} | {:.1}% |",
             op.name,
             op.calls / steps,
             op.self_us / 1e3 / steps as f64,
-            100.0 * op.self_us / total
+            100.0 * op.self_us / total_us
         );
     }
-    Ok(())
 }
 
 /// Self time per operator of a Chrome trace (Kineto's `cpu_op` events), largest first: each event's

@@ -143,6 +143,26 @@ fn two_processes_train_the_weights_of_one() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// A scratch folder with `n` 28x28 IDX images (the built-in feature net's input) and an untrained
+/// feature net's weights (enough to compare pooled statistics with one process's); returns (folder,
+/// weights).
+fn featnet_setup(name: &str, n: u32) -> (common::Scratch, PathBuf) {
+    let dir = common::tmp(name);
+    common::write_idx(
+        &dir,
+        "train",
+        (n, 28, 28),
+        |i, p| ((p * 7 + i * 29) % 251) as u8,
+        |i| (i % 3) as u8,
+    );
+    tch::manual_seed(0);
+    let weights = dir.join("featnet.safetensors");
+    ect_metrics::extract::featnet::FeatureNet::new(tch::Device::Cpu)
+        .save(&weights)
+        .unwrap();
+    (dir, weights)
+}
+
 /// A 28x28 run (the feature net's input) with a periodic FD every 2 steps, 20 samples in batches of 3:
 /// 7 batches, 4 on rank 0 and 3 on rank 1 of a 2-process run.
 const EVAL_CONFIG: &str = r#"
@@ -182,19 +202,7 @@ timeout_s = 30
 /// gets: the same noise per batch, the same images up to the weights' float32 summation order.
 #[test]
 fn the_periodic_fd_is_shared_by_the_ranks_and_equals_one_process() {
-    let dir = common::tmp("ddp-eval");
-    common::write_idx(
-        &dir,
-        "train",
-        (24, 28, 28),
-        |i, p| ((p * 7 + i * 29) % 251) as u8,
-        |i| (i % 3) as u8,
-    );
-    tch::manual_seed(0);
-    let weights = dir.join("featnet.safetensors");
-    ect_metrics::extract::featnet::FeatureNet::new(tch::Device::Cpu)
-        .save(&weights)
-        .unwrap();
+    let (dir, weights) = featnet_setup("ddp-eval", 24);
     let reference = dir.join("reference.npz");
     let mut stats = ect();
     stats
@@ -322,19 +330,7 @@ fn sampling_in_two_processes_writes_the_file_of_one() {
 /// and reports.
 #[test]
 fn feature_statistics_in_two_processes_equal_one() {
-    let dir = common::tmp("ddp-stats");
-    common::write_idx(
-        &dir,
-        "train",
-        (23, 28, 28),
-        |i, p| ((p * 13 + i * 31) % 253) as u8,
-        |i| (i % 3) as u8,
-    );
-    tch::manual_seed(1);
-    let weights = dir.join("featnet.safetensors");
-    ect_metrics::extract::featnet::FeatureNet::new(tch::Device::Cpu)
-        .save(&weights)
-        .unwrap();
+    let (dir, weights) = featnet_setup("ddp-stats", 23);
     let stats = |out: &str, extra: &[&str]| {
         let mut cmd = ect();
         cmd.args([
