@@ -27,7 +27,7 @@ pub struct ReferenceArgs {
     pub python: PathBuf,
     /// Networks, from `fmnist`, `ddpmpp`, `ncsnpp`.
     pub nets: Vec<String>,
-    /// Objectives, from `ect`, `edm`.
+    /// Objectives, from `ect`, `edm`, and `sample` (one-step generation).
     pub objectives: Vec<String>,
     /// Alternating rounds per case.
     pub rounds: usize,

@@ -115,11 +115,23 @@ impl Share {
     /// Every batch, in one process.
     pub const ALL: Share = Share { index: 0, count: 1 };
 
+    /// This share's process: rank `rank` of `world`.
+    pub fn of_rank(rank: usize, world: usize) -> Share {
+        Share {
+            index: rank,
+            count: world,
+        }
+    }
+
+    /// The indices of the batches this share takes of `n` items in batches of `batch_size` (the last
+    /// batch may be short).
+    pub fn batches(self, n: usize, batch_size: usize) -> impl Iterator<Item = usize> {
+        (self.index..n.div_ceil(batch_size.max(1))).step_by(self.count.max(1))
+    }
+
     /// The first image of each batch of `batch_size` images of `n` that this share takes.
     fn batch_starts(self, n: usize, batch_size: usize) -> impl Iterator<Item = usize> {
-        (self.index..n.div_ceil(batch_size))
-            .step_by(self.count.max(1))
-            .map(move |k| k * batch_size)
+        self.batches(n, batch_size).map(move |k| k * batch_size)
     }
 }
 

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use ect_config::{DeviceSpec, NetworkConfig, TrainConfig, ValidNetworkConfig};
 use ect_dist::ReduceOp;
+use ect_metrics::score::Share;
 use serde::Serialize;
 use tch::{Kind, Tensor};
 
@@ -345,8 +346,8 @@ pub fn sample(spec: &SampleSpec) -> Result<Option<SampleSummary>> {
     let started = Instant::now();
     let mut grid = Vec::new();
     let generated = (|| {
-        let batches = spec.n.div_ceil(spec.batch);
-        for b in (dist.rank()..batches).step_by(dist.world_size()) {
+        let share = Share::of_rank(dist.rank(), dist.world_size());
+        for b in share.batches(spec.n, spec.batch) {
             let images = generate_batch(spec, &net, shape, b);
             match &mut writer {
                 Some(w) => w.write_at(b * spec.batch, &images)?,

@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use ect_config::train::EvalConfig;
 use ect_dist::Dist;
-use ect_metrics::score::{fd_score, open_extractor};
+use ect_metrics::score::{fd_score, open_extractor, Share};
 use ect_metrics::stats::FeatureStats;
 use ect_metrics::{FeatureExtractor, ImageBatch, StatsAccumulator};
 use ect_unet::Precond;
@@ -164,7 +164,7 @@ impl PeriodicEval {
         let metrics_err = |e: ect_metrics::MetricsError| TrainError::invalid("eval", e.to_string());
         let mut acc = StatsAccumulator::new(self.extractor.feature_dim()).map_err(metrics_err)?;
         let batch = self.cfg.batch_size;
-        for k in (rank..self.cfg.samples.div_ceil(batch)).step_by(world) {
+        for k in Share::of_rank(rank, world).batches(self.cfg.samples, batch) {
             let first = k * batch;
             let n = (self.cfg.samples - first).min(batch);
             // The same noise at every evaluation, so the curve shows the model changing, not the noise.

@@ -202,10 +202,7 @@ fn stats_command(extractor: &ExtractorArgs, input: &InputArgs, out: &Path) -> an
         ect_config::DeviceSpec::Auto,
         std::time::Duration::from_secs(1800),
     )?;
-    let share = Share {
-        index: dist.rank(),
-        count: dist.world_size(),
-    };
+    let share = Share::of_rank(dist.rank(), dist.world_size());
     let local = (|| -> anyhow::Result<(String, StatsAccumulator)> {
         let ex = open_extractor(&extractor.choice()?, device)?;
         let acc = match (&input.dataset, &input.samples) {
