@@ -89,6 +89,12 @@ fn is_snapshot(path: &Path) -> bool {
 /// Finds (network config, weights file) for a source.
 fn resolve(spec: &SampleSpec) -> Result<(ValidNetworkConfig, PathBuf)> {
     let src = &spec.source;
+    if !src.exists() {
+        return Err(TrainError::invalid(
+            "from",
+            format!("{} does not exist", src.display()),
+        ));
+    }
     let pick = |ckpt: &Path, cfg: &TrainConfig| -> Result<PathBuf> {
         Ok(match spec.weights {
             WeightsChoice::Raw => ckpt.join(checkpoint::MODEL_FILE),

@@ -168,6 +168,12 @@ fn sampling_refuses_impossible_requests_and_streams_its_output() {
         "out.npy",
     );
     assert!(started.elapsed() < secs(30), "sampled before failing");
+    // A source that does not exist is named as such (not as a weights file without a config).
+    let mut missing = ect();
+    missing
+        .args(["sample", "--steps", "1", "--out", "/tmp/x.npy", "--from"])
+        .arg(dir.join("no-such-run"));
+    refused(&run_within(missing, secs(60)), "no-such-run does not exist");
     // Streamed output: header first, images appended, same bytes as a whole write of the same draws.
     let npy = dir.join("s.npy");
     let out = sample(&[
