@@ -455,15 +455,17 @@ impl Dist {
         Ok(())
     }
 
-    /// Reduces a few scalars (logged statistics) over all ranks in one Gloo collective, in float64.
-    pub fn all_reduce_scalars(&self, values: &mut [f64], op: ReduceOp) -> Result<(), DistError> {
+    /// Reduces a host array of float64 values over all ranks, in place, in one Gloo collective: logged
+    /// statistics, agreement flags, or feature sums and scatter matrices of any length (the pooled FD's
+    /// d x d matrix is 33 MB for Inception). A no-op in a one-process run.
+    pub fn all_reduce_f64(&self, values: &mut [f64], op: ReduceOp) -> Result<(), DistError> {
         if values.is_empty() || self.group.is_none() {
             return Ok(());
         }
         let mut t = Tensor::from_slice(values);
         self.all_reduce(&mut t, op)?;
         let reduced = Vec::<f64>::try_from(&t).map_err(|e| DistError::InvalidTensor {
-            op: "all_reduce_scalars",
+            op: "all_reduce_f64",
             reason: e.to_string(),
         })?;
         values.copy_from_slice(&reduced);
@@ -842,7 +844,7 @@ mod tests {
         dist.all_reduce_mean(&mut t).unwrap();
         assert_eq!(Vec::<f32>::try_from(&t).unwrap(), vec![1.0, 2.0]);
         let mut s = [3.0, 4.0];
-        dist.all_reduce_scalars(&mut s, ReduceOp::Sum).unwrap();
+        dist.all_reduce_f64(&mut s, ReduceOp::Sum).unwrap();
         assert_eq!(s, [3.0, 4.0]);
         dist.barrier().unwrap();
     }

@@ -23,7 +23,7 @@ pub fn pool_stats(local: StatsAccumulator, dist: &Dist) -> Result<StatsAccumulat
     let mut sums: Vec<f64> = std::iter::once(n)
         .chain(local.mean().iter().map(|m| n * m))
         .collect();
-    dist.all_reduce_scalars(&mut sums, ReduceOp::Sum)
+    dist.all_reduce_f64(&mut sums, ReduceOp::Sum)
         .map_err(reduce_err)?;
     let count = sums[0];
     let mean: Vec<f64> = sums[1..]
@@ -31,7 +31,7 @@ pub fn pool_stats(local: StatsAccumulator, dist: &Dist) -> Result<StatsAccumulat
         .map(|s| if count > 0.0 { s / count } else { 0.0 })
         .collect();
     let mut scatter = local.scatter_about(&mean).map_err(metrics_err)?;
-    dist.all_reduce_scalars(&mut scatter, ReduceOp::Sum)
+    dist.all_reduce_f64(&mut scatter, ReduceOp::Sum)
         .map_err(reduce_err)?;
     StatsAccumulator::from_parts(count.round() as u64, mean, &scatter).map_err(metrics_err)
 }

@@ -364,7 +364,7 @@ pub fn sample(spec: &SampleSpec) -> Result<Option<SampleSummary>> {
     })();
     parallel::agree(&dist, generated, "generating images")?;
     let mut written = [writer.as_ref().map_or(0, |w| w.written()) as f64];
-    dist.all_reduce_scalars(&mut written, ReduceOp::Sum)
+    dist.all_reduce_f64(&mut written, ReduceOp::Sum)
         .map_err(|e| TrainError::external("counting the images of every rank", e))?;
     let seconds = started.elapsed().as_secs_f64();
     // Phase 4: rank 0 publishes the file.

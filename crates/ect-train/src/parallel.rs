@@ -69,7 +69,7 @@ fn single_with(timeout: Duration) -> Result<Dist> {
 /// all of them with a message instead of leaving the others waiting for it.
 pub fn all_ok(dist: &Dist, ok: bool) -> Result<bool> {
     let mut v = [if ok { 1.0 } else { 0.0 }];
-    dist.all_reduce_scalars(&mut v, ReduceOp::Min)
+    dist.all_reduce_f64(&mut v, ReduceOp::Min)
         .map_err(|e| TrainError::external("agreeing with the other ranks", e))?;
     Ok(v[0] > 0.5)
 }
@@ -93,7 +93,7 @@ pub fn agree<T>(dist: &Dist, local: Result<T>, what: &str) -> Result<T> {
 /// (a signal) that reached only some of them, at the same step boundary.
 pub fn any(dist: &Dist, flag: bool) -> Result<bool> {
     let mut v = [if flag { 1.0 } else { 0.0 }];
-    dist.all_reduce_scalars(&mut v, ReduceOp::Max)
+    dist.all_reduce_f64(&mut v, ReduceOp::Max)
         .map_err(|e| TrainError::external("agreeing on a stop with the other ranks", e))?;
     Ok(v[0] > 0.5)
 }

@@ -242,9 +242,9 @@ fn check(dist: &Dist) -> anyhow::Result<()> {
 
     let r = rank as f64;
     let mut scalars = [r, 1.0, r * r, 0.5];
-    dist.all_reduce_scalars(&mut scalars, ReduceOp::Sum)?;
+    dist.all_reduce_f64(&mut scalars, ReduceOp::Sum)?;
     let mut maxima = [r, 10.0 - r];
-    dist.all_reduce_scalars(&mut maxima, ReduceOp::Max)?;
+    dist.all_reduce_f64(&mut maxima, ReduceOp::Max)?;
     dist.barrier()?;
 
     let errors = [
